@@ -1,0 +1,62 @@
+"""The one interface every model provider implements, and the error it raises."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from workflows.messages import ContextMessage, Usage
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    model: str
+    """The provider's own model name (the part after `provider/`)."""
+    messages: list[ContextMessage]
+    max_tokens: int = 512
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class ProviderReply:
+    content: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class ProviderError(Exception):
+    """A provider call failed. `status` is the HTTP status where there was one.
+
+    Providers only describe what happened; whether to retry is decided once, in the activity.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        if self.status is None:  # connection errors, timeouts, broken streams
+            return True
+        return self.status in RETRYABLE_STATUS or self.status >= 500
+
+
+class ChatProvider(Protocol):
+    async def complete(self, request: ProviderRequest) -> ProviderReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; HTTP dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,15 @@
+"""`python -m api`: serve the gateway with uvicorn on CHAT_GATEWAY_HOST:CHAT_GATEWAY_PORT."""
+
+import uvicorn
+
+from api.app import create_app
+from common.settings import get_settings
+
+if __name__ == "__main__":
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level="info",
+    )

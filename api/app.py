@@ -1,0 +1,43 @@
+"""The FastAPI application: one Temporal client per process, made in the lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api.body_limit import BodySizeLimit
+from api.errors import install_error_handlers
+from api.routes import router
+from api.schemas import Health
+from api.service import SessionService
+from common.settings import Settings, get_settings
+from common.temporal_client import connect
+
+
+def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.sessions = SessionService(client or await connect(settings), settings)
+        yield
+
+    app = FastAPI(
+        title="Durable chat sessions",
+        version="1.0.0",
+        description="LLM chat sessions that survive crashes: each session is a Temporal "
+        "workflow. Authenticate with `Authorization: Bearer <API key>`.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Health:
+        """Liveness of the gateway process (no Temporal call, so it is cheap to poll)."""
+        return Health(status="ok")
+
+    return app

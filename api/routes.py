@@ -1,0 +1,158 @@
+"""The `/v1` routes. Each one checks its input, then makes one call to the session service."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from api.auth import CurrentUser
+from api.deps import ServiceDep, SettingsDep
+from api.errors import ApiError
+from api.limits import check_content, check_model, check_system_prompt, check_timeout
+from api.schemas import (
+    CreateSession,
+    ErrorBody,
+    MessagePage,
+    MessagePending,
+    MessageReply,
+    PostMessage,
+    SessionCreated,
+    SessionList,
+)
+from common.ids import is_valid_id, new_id
+from workflows.messages import SendMessage, SessionConfig, SessionStatus
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
+    404: {"model": ErrorBody, "description": "No such session for this user."},
+    413: {"model": ErrorBody, "description": "A size limit was exceeded."},
+    422: {"description": "The request is malformed or a value is out of range."},
+    429: {"model": ErrorBody, "description": "Too busy; retry after `Retry-After` seconds."},
+    503: {"model": ErrorBody, "description": "Temporal or the workers are not reachable."},
+}
+
+router = APIRouter(prefix="/v1", responses=_ERRORS)
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+async def create_session(
+    body: CreateSession, user: CurrentUser, service: ServiceDep, settings: SettingsDep
+) -> SessionCreated:
+    """Start a session. It ends itself after its inactivity timeout; a message resumes it."""
+    check_system_prompt(settings, body.system_prompt)
+    config = SessionConfig(
+        system_prompt=body.system_prompt,
+        model=check_model(settings, body.model),
+        inactivity_timeout_seconds=check_timeout(settings, body.inactivity_timeout_seconds),
+        max_turns_per_run=settings.max_turns_per_run,
+    )
+    session_id = body.session_id or new_id()
+    await service.create(user, session_id, config)
+    return SessionCreated(
+        session_id=session_id,
+        model=config.model,
+        system_prompt=config.system_prompt,
+        inactivity_timeout_seconds=config.inactivity_timeout_seconds,
+        temporal_ui_url=service.ui_url(user, session_id),
+    )
+
+
+@router.get("/sessions", tags=["sessions"])
+async def list_sessions(
+    user: CurrentUser,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SessionList:
+    """The caller's sessions, newest first, whatever their state."""
+    return SessionList(sessions=await service.list_sessions(user, limit))
+
+
+@router.get("/sessions/{session_id}", tags=["sessions"])
+async def get_session(session_id: str, user: CurrentUser, service: ServiceDep) -> SessionStatus:
+    """Status: active / working / expired / ended, turns, last activity, token usage."""
+    _check_id(session_id)
+    return await service.status(user, session_id)
+
+
+@router.delete("/sessions/{session_id}", tags=["sessions"])
+async def end_session(session_id: str, user: CurrentUser, service: ServiceDep) -> SessionStatus:
+    """End the session after any queued messages are answered. A later message resumes it."""
+    _check_id(session_id)
+    return await service.end(user, session_id)
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    tags=["messages"],
+    responses={202: {"model": MessagePending, "description": "Accepted; the reply comes later."}},
+)
+async def post_message(
+    session_id: str,
+    body: PostMessage,
+    user: CurrentUser,
+    service: ServiceDep,
+    settings: SettingsDep,
+    response: Response,
+    wait: Annotated[
+        bool, Query(description="false: return 202 as soon as the message is stored.")
+    ] = True,
+) -> MessageReply | MessagePending:
+    """Send a message and (by default) wait for the reply.
+
+    If the reply takes longer than the gateway's wait limit, or `wait=false`, the answer is
+    202 with `reply_url`. The message is durable either way.
+    """
+    _check_id(session_id)
+    check_content(settings, body.content)
+    msg = SendMessage(message_id=body.message_id or new_id(), content=body.content)
+    if wait:
+        reply = await service.send_and_wait(user, session_id, msg)
+        if reply is not None:
+            return MessageReply(message_id=reply.message_id, reply=reply.reply)
+    else:
+        await service.send(user, session_id, msg)
+    return _pending(response, session_id, msg.message_id, "accepted")
+
+
+@router.get(
+    "/sessions/{session_id}/messages/{message_id}",
+    tags=["messages"],
+    responses={202: {"model": MessagePending, "description": "Not answered yet."}},
+)
+async def get_reply(
+    session_id: str, message_id: str, user: CurrentUser, service: ServiceDep, response: Response
+) -> MessageReply | MessagePending:
+    """The reply to one message, once it is ready."""
+    _check_id(session_id)
+    _check_id(message_id, "message_id")
+    lookup = await service.reply(user, session_id, message_id)
+    if lookup.state == "done" and lookup.reply is not None:
+        return MessageReply(message_id=message_id, reply=lookup.reply)
+    if lookup.state == "unknown":
+        raise ApiError(404, f"message {message_id!r} not found in session {session_id!r}")
+    return _pending(response, session_id, message_id, lookup.state)
+
+
+@router.get("/sessions/{session_id}/messages", tags=["messages"])
+async def list_messages(
+    session_id: str,
+    user: CurrentUser,
+    service: ServiceDep,
+    after: Annotated[int, Query(ge=0, description="Return messages with seq > after.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> MessagePage:
+    """A page of the session's history, oldest first; follow `next` for the rest."""
+    _check_id(session_id)
+    page = await service.history(user, session_id, after, limit)
+    return MessagePage(messages=page.messages, next=page.next)
+
+
+def _pending(response: Response, session_id: str, message_id: str, state: str) -> MessagePending:
+    url = f"/v1/sessions/{session_id}/messages/{message_id}"
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = url
+    return MessagePending(message_id=message_id, status=state, reply_url=url)
+
+
+def _check_id(value: str, name: str = "session_id") -> None:
+    if not is_valid_id(value):
+        raise ApiError(404 if name == "session_id" else 422, f"{name} {value!r} is not valid")

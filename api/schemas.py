@@ -1,0 +1,109 @@
+"""Request and response bodies of the HTTP API (`/v1`).
+
+Limits that depend on settings (message length, system prompt length, timeout range) are
+checked in `api/limits.py`, before anything reaches Temporal.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.ids import ID_PATTERN
+from workflows.messages import ChatMessage, SessionState
+
+
+class CreateSession(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "trip-planning-42",
+                    "system_prompt": "You are a concise travel assistant.",
+                    "model": "local/smollm2",
+                    "inactivity_timeout_seconds": 7200,
+                }
+            ]
+        },
+    )
+
+    session_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Your own id for the session; a random one is made when omitted.",
+    )
+    system_prompt: str | None = Field(default=None, description="Instructions for the model.")
+    model: str | None = Field(
+        default=None,
+        description="`provider/model`, e.g. `local/smollm2` or `openai/gpt-4o-mini`; "
+        "the deployment's default when omitted.",
+    )
+    inactivity_timeout_seconds: int | None = Field(
+        default=None,
+        description="The session ends itself after this long without a message (default 7200). "
+        "A later message resumes it with its history.",
+    )
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    model: str
+    system_prompt: str | None
+    inactivity_timeout_seconds: int
+    temporal_ui_url: str = Field(description="This session in the Temporal Web UI.")
+
+
+class PostMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"content": "What is a good first day in Lisbon?", "message_id": "m-0001"}]
+        },
+    )
+
+    content: str = Field(description="The user's message; must not be empty.")
+    message_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Idempotency key: resending the same id never adds a second copy and "
+        "returns the same reply. Made by the gateway when omitted.",
+    )
+
+
+class MessageReply(BaseModel):
+    """The reply to a message. When the model call failed, `reply.error` says why."""
+
+    message_id: str
+    reply: ChatMessage
+
+
+class MessagePending(BaseModel):
+    message_id: str
+    status: Literal["queued", "working", "accepted"]
+    reply_url: str = Field(description="GET this to fetch the reply once it is ready.")
+
+
+class MessagePage(BaseModel):
+    messages: list[ChatMessage]
+    next: int | None = Field(description="Pass as `after` for the next page; null at the end.")
+
+
+class SessionSummary(BaseModel):
+    session_id: str
+    status: SessionState
+    model: str | None
+    started_at: datetime
+    closed_at: datetime | None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(examples=["session 'trip-planning-42' not found"])

@@ -1,0 +1,249 @@
+"""Every Temporal call the gateway makes, in one class the routes share.
+
+Hot path (a message to a live session): one update-with-start. Existence is checked once per
+session per gateway process (then cached), so unknown sessions answer 404 without the check
+costing every message a round trip.
+"""
+
+import asyncio
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError, not_found
+from api.schemas import SessionSummary
+from common.ids import parse_workflow_id, workflow_id
+from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
+from common.settings import Settings
+from workflows.messages import (
+    HistoryPage,
+    HistoryRequest,
+    Reply,
+    ReplyLookup,
+    SendMessage,
+    SessionConfig,
+    SessionInput,
+    SessionStatus,
+)
+from workflows.session import ChatSessionWorkflow
+
+QUERY_TIMEOUT = timedelta(seconds=15)
+_KNOWN_SESSIONS_CACHE = 10_000
+_MODEL_MEMO = "model"
+
+Handle = WorkflowHandle[ChatSessionWorkflow, SessionStatus]
+
+
+class SessionService:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._known: OrderedDict[str, str] = OrderedDict()  # workflow id -> model
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def create(self, owner: str, session_id: str, config: SessionConfig) -> None:
+        wf_id = workflow_id(owner, session_id)
+        try:
+            await self._client.start_workflow(
+                ChatSessionWorkflow.run,
+                SessionInput(owner=owner, session_id=session_id, config=config),
+                **self._start_options(owner, wf_id, config.model),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise ApiError(
+                409, f"session {session_id!r} already exists; send it a message to continue it"
+            ) from err
+        self._remember(wf_id, config.model)
+
+    async def end(self, owner: str, session_id: str) -> SessionStatus:
+        handle = await self._existing(owner, session_id)
+        try:
+            ended: SessionStatus = await handle.execute_update(
+                "end_session", result_type=SessionStatus
+            )
+            return ended
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        return await self.status(owner, session_id)  # it had already closed
+
+    # ---- messages ----------------------------------------------------------------------
+
+    async def send_and_wait(self, owner: str, session_id: str, msg: SendMessage) -> Reply | None:
+        """The reply, or None when it takes longer than the wait limit (it still arrives)."""
+        handle = await self._existing(owner, session_id)
+        try:
+            return await asyncio.wait_for(
+                self._update(handle, owner, session_id, msg),
+                timeout=self._settings.reply_wait_seconds,
+            )
+        except TimeoutError:
+            # An update not yet accepted may not be durable: make sure with a signal, which
+            # the workflow de-duplicates by message id.
+            await self.send(owner, session_id, msg)
+            return None
+
+    async def _update(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> Reply:
+        try:
+            reply: Reply = await handle.execute_update(
+                "send_message_and_wait", msg, result_type=Reply
+            )
+            return reply
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        # The run has closed (expired or ended): start the next one, seeded with its history.
+        operation = WithStartWorkflowOperation(
+            ChatSessionWorkflow.run,
+            await self._resume_input(handle, owner, session_id),
+            **self._start_options(owner, handle.id),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        resumed: Reply = await self._client.execute_update_with_start_workflow(
+            "send_message_and_wait", msg, start_workflow_operation=operation, result_type=Reply
+        )
+        return resumed
+
+    async def send(self, owner: str, session_id: str, msg: SendMessage) -> None:
+        """By signal: durable once this returns; the reply is fetched later."""
+        handle = await self._existing(owner, session_id)
+        try:
+            await handle.signal("send_message", msg)
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await self._client.start_workflow(
+            ChatSessionWorkflow.run,
+            await self._resume_input(handle, owner, session_id),
+            **self._start_options(owner, handle.id),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="send_message",
+            start_signal_args=[msg],
+        )
+
+    async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
+        handle = await self._existing(owner, session_id)
+        return await handle.query(ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    async def status(self, owner: str, session_id: str) -> SessionStatus:
+        handle = await self._existing(owner, session_id)
+        return await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+
+    async def history(self, owner: str, session_id: str, after: int, limit: int) -> HistoryPage:
+        handle = await self._existing(owner, session_id)
+        return await handle.query(
+            ChatSessionWorkflow.history,
+            HistoryRequest(after=after, limit=limit),
+            rpc_timeout=QUERY_TIMEOUT,
+        )
+
+    async def list_sessions(self, owner: str, limit: int) -> list[SessionSummary]:
+        query = (
+            f'{OWNER_ATTRIBUTE.name} = "{owner}" AND WorkflowType = "{WORKFLOW_TYPE}" '
+            'AND ExecutionStatus != "ContinuedAsNew"'
+        )
+        latest: dict[str, SessionSummary] = {}
+        async for run in self._client.list_workflows(query, limit=limit * 4):
+            parsed = parse_workflow_id(run.id)
+            if parsed is None or parsed[0] != owner:
+                continue
+            state = run.typed_search_attributes.get(STATUS_ATTRIBUTE) or "active"
+            if run.status != WorkflowExecutionStatus.RUNNING and state in ("active", "working"):
+                state = "ended"  # closed from outside (terminated, failed)
+            summary = SessionSummary(
+                session_id=parsed[1],
+                status=state,
+                model=run.memo.get(_MODEL_MEMO) if isinstance(run.memo, dict) else None,
+                started_at=run.start_time,
+                closed_at=run.close_time,
+            )
+            current = latest.get(parsed[1])
+            if current is None or summary.started_at > current.started_at:
+                latest[parsed[1]] = summary
+        ordered = sorted(latest.values(), key=lambda s: s.started_at, reverse=True)
+        return ordered[:limit]
+
+    def ui_url(self, owner: str, session_id: str) -> str:
+        wf_id = quote(workflow_id(owner, session_id), safe="")
+        return (
+            f"{self._settings.temporal_ui_url}/namespaces/"
+            f"{self._settings.temporal_namespace}/workflows/{wf_id}"
+        )
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    async def _existing(self, owner: str, session_id: str) -> Handle:
+        wf_id = workflow_id(owner, session_id)
+        handle: Handle = self._client.get_workflow_handle_for(ChatSessionWorkflow.run, wf_id)
+        if wf_id in self._known:
+            self._known.move_to_end(wf_id)
+            return handle
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise not_found(session_id) from err
+            raise
+        memo = await description.memo()
+        self._remember(wf_id, str(memo.get(_MODEL_MEMO, self._settings.default_model)))
+        return handle
+
+    def _remember(self, wf_id: str, model: str) -> None:
+        self._known[wf_id] = model
+        self._known.move_to_end(wf_id)
+        while len(self._known) > _KNOWN_SESSIONS_CACHE:
+            self._known.popitem(last=False)
+
+    async def _resume_input(self, handle: Handle, owner: str, session_id: str) -> SessionInput:
+        """Start input for the run after a closed one; it loads that run's state.
+
+        If another request resumed the session meanwhile, the input is never used: the
+        start attaches to the running workflow (USE_EXISTING).
+        """
+        description = await handle.describe()
+        closed = description.status != WorkflowExecutionStatus.RUNNING
+        return SessionInput(
+            owner=owner,
+            session_id=session_id,
+            # A placeholder but for the per-run turn limit: the old run's config is loaded.
+            config=SessionConfig(
+                model=self._known.get(handle.id, self._settings.default_model),
+                max_turns_per_run=self._settings.max_turns_per_run,
+            ),
+            resume=True,
+            previous_run_id=description.run_id if closed else None,
+        )
+
+    def _start_options(self, owner: str, wf_id: str, model: str | None = None) -> dict[str, Any]:
+        model = model or self._known.get(wf_id, self._settings.default_model)
+        return {
+            "id": wf_id,
+            "task_queue": self._settings.task_queue,
+            "search_attributes": TypedSearchAttributes(
+                [SearchAttributePair(OWNER_ATTRIBUTE, owner)]
+            ),
+            "memo": {_MODEL_MEMO: model},
+            "static_summary": f"chat session of **{owner}** · {model}",
+        }

@@ -1,0 +1,1 @@
+"""Pieces shared by the gateway, the worker and the CLI: settings, names and ids."""

@@ -1,0 +1,34 @@
+"""Session and workflow ids.
+
+The workflow id embeds the owner, so a request can only ever address its caller's own
+sessions: another user's session id maps to a different workflow id, which does not exist.
+"""
+
+import re
+import uuid
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+_PREFIX = "chat"
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def workflow_id(owner: str, session_id: str) -> str:
+    if not (is_valid_id(owner) and is_valid_id(session_id)):
+        raise ValueError("owner and session id must match " + ID_PATTERN)
+    return f"{_PREFIX}:{owner}:{session_id}"
+
+
+def parse_workflow_id(wf_id: str) -> tuple[str, str] | None:
+    """(owner, session_id) for a session workflow id, None for anything else."""
+    parts = wf_id.split(":")
+    if len(parts) != 3 or parts[0] != _PREFIX:
+        return None
+    return parts[1], parts[2]

@@ -1,0 +1,94 @@
+"""Settings for every process, from `CHAT_*` environment variables (or a `.env` file).
+
+The gateway and the worker read the same class, so a limit or a model list can never differ
+between the process that checks a request and the one that serves it.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.ids import is_valid_id
+from workflows.messages import DEFAULT_INACTIVITY_TIMEOUT_SECONDS, DEFAULT_MAX_TURNS_PER_RUN
+
+PROVIDERS = ("local", "openai", "anthropic", "scripted")
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """`openai/gpt-4o-mini` -> (`openai`, `gpt-4o-mini`); raises ValueError when malformed."""
+    provider, sep, name = model.partition("/")
+    if not sep or not name or provider not in PROVIDERS:
+        choices = ", ".join(PROVIDERS)
+        raise ValueError(f"model {model!r} must be '<provider>/<model>', provider one of {choices}")
+    return provider, name
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAT_", env_file=".env", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "chat-sessions"
+
+    # Gateway
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object mapping API key to user id, e.g. {"k3y": "alice"}.',
+    )
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    reply_wait_seconds: float = 60.0
+    max_message_chars: int = 16_000
+    max_system_prompt_chars: int = 8_000
+    max_request_bytes: int = 256 * 1024
+    default_inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
+    max_inactivity_timeout_seconds: int = 30 * 24 * 60 * 60
+    max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
+    temporal_ui_url: str = "http://localhost:8233"
+
+    # Models
+    default_model: str = "local/smollm2"
+    context_max_chars: int = 24_000
+    max_output_tokens: int = 512
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: SecretStr | None = None
+    local_model_path: Path | None = None
+    local_context_tokens: int = 2048
+    local_threads: int | None = None
+    scripted_provider_enabled: bool = False
+    provider_timeout_seconds: float = 120.0
+
+    # Worker
+    max_concurrent_activities: int = 20
+    max_concurrent_workflow_tasks: int = 50
+    max_cached_workflows: int = 1000
+    graceful_shutdown_seconds: float = 30.0
+
+    @field_validator("api_keys")
+    @classmethod
+    def _user_ids_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        for user in value.values():
+            if not is_valid_id(user):
+                raise ValueError(f"user id {user!r} must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+    def available_providers(self) -> set[str]:
+        """Providers this deployment can serve; a session may only name one of these."""
+        available = {"local"}
+        if self.openai_base_url:
+            available.add("openai")
+        if self.anthropic_api_key:
+            available.add("anthropic")
+        if self.scripted_provider_enabled:
+            available.add("scripted")
+        return available
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The worker process: runs session workflows and their activities."""

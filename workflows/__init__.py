@@ -1,0 +1,1 @@
+"""The chat session workflow and the messages it exchanges."""

@@ -1,0 +1,180 @@
+"""One typed model per message that crosses the workflow boundary.
+
+The gateway, the worker and the activities share these through the pydantic data converter.
+Fields are only ever added (with defaults), never renamed, so running sessions keep decoding.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, computed_field
+
+Role = Literal["system", "user", "assistant"]
+SessionState = Literal["active", "working", "expired", "ended"]
+
+# Hard limits the workflow itself enforces (its update validator); the gateway's configurable
+# limits are tighter and are checked before anything reaches Temporal.
+MAX_CONTENT_CHARS = 100_000
+MAX_QUEUED_MESSAGES = 100
+DEFAULT_INACTIVITY_TIMEOUT_SECONDS = 2 * 60 * 60
+DEFAULT_MAX_TURNS_PER_RUN = 250
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def plus(self, other: "Usage") -> "Usage":
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ChatMessage(BaseModel):
+    """One entry of a session's history; `seq` is its 1-based position and paging cursor."""
+
+    seq: int
+    id: str
+    role: Role
+    content: str
+    created_at: datetime
+    turn: int | None = None
+    reply_to: str | None = Field(
+        default=None, description="On an assistant message: the id of the user message it answers."
+    )
+    model: str | None = None
+    usage: Usage | None = None
+    error: str | None = Field(
+        default=None, description="Set when the turn failed; the session stays usable."
+    )
+
+
+class SessionConfig(BaseModel):
+    system_prompt: str | None = None
+    model: str
+    inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
+    max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
+
+
+class SendMessage(BaseModel):
+    """A user message, by signal (`send_message`) or update (`send_message_and_wait`)."""
+
+    message_id: str
+    content: str
+
+
+class QueuedMessage(BaseModel):
+    message_id: str
+    content: str
+    received_at: datetime
+
+
+class CarriedState(BaseModel):
+    """Everything a new run needs: passed on continue-as-new, loaded on resume."""
+
+    config: SessionConfig
+    messages: list[ChatMessage]
+    queue: list[QueuedMessage] = []
+    turns: int = 0
+    usage: Usage = Usage()
+    created_at: datetime
+    last_activity_at: datetime
+    runs: int = 1
+
+
+class SessionInput(BaseModel):
+    owner: str
+    session_id: str
+    config: SessionConfig
+    carried: CarriedState | None = None
+    resume: bool = Field(
+        default=False,
+        description="Started by a message rather than by session creation: load the "
+        "previous run's history, if there is one.",
+    )
+    previous_run_id: str | None = Field(
+        default=None,
+        description="The closed run to resume from, when the starter knows it; otherwise "
+        "the previous run is looked up through visibility.",
+    )
+
+
+class PreviousSessionRequest(BaseModel):
+    workflow_id: str
+    run_id: str | None = None
+
+
+class Reply(BaseModel):
+    message_id: str
+    reply: ChatMessage
+
+
+class ReplyLookup(BaseModel):
+    message_id: str
+    state: Literal["unknown", "queued", "working", "done"]
+    reply: ChatMessage | None = None
+
+
+class HistoryRequest(BaseModel):
+    after: int = 0
+    limit: int = 50
+
+
+class HistoryPage(BaseModel):
+    messages: list[ChatMessage]
+    next: int | None = Field(
+        default=None, description="Pass as `after` to read the next page; null at the end."
+    )
+
+
+class SessionStatus(BaseModel):
+    owner: str
+    session_id: str
+    status: SessionState
+    model: str
+    system_prompt: str | None
+    inactivity_timeout_seconds: int
+    turns: int
+    messages: int
+    queued: int
+    created_at: datetime
+    last_activity_at: datetime
+    expires_at: datetime | None
+    usage: Usage
+    runs: int
+
+
+class ContextMessage(BaseModel):
+    role: Role
+    content: str
+
+
+class LLMContextRequest(BaseModel):
+    upto_seq: int
+    max_chars: int
+
+
+class LLMTurnInput(BaseModel):
+    """Small on purpose: the activity reads the transcript by query instead of carrying it.
+
+    Passing the whole transcript into every turn would make history grow with the square of
+    the number of turns.
+    """
+
+    workflow_id: str
+    run_id: str
+    turn: int
+    upto_seq: int
+    model: str
+
+
+class LLMTurnResult(BaseModel):
+    content: str
+    model: str
+    usage: Usage

@@ -1,0 +1,402 @@
+"""The chat session workflow: one per session, holding the conversation in durable state.
+
+Messages arrive by signal (`send_message`) or update (`send_message_and_wait`); both go
+through `_accept`, which de-duplicates by message id and queues. One loop runs the turns,
+one at a time in arrival order, expires the session after inactivity, and continues as new
+once the run's history is long enough.
+"""
+
+from collections import deque
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    # Pydantic models and constants only: no I/O, safe and faster to share with the host.
+    from common.ids import ID_PATTERN, is_valid_id
+    from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
+    from workflows.messages import (
+        MAX_CONTENT_CHARS,
+        MAX_QUEUED_MESSAGES,
+        CarriedState,
+        ChatMessage,
+        ContextMessage,
+        HistoryPage,
+        HistoryRequest,
+        LLMContextRequest,
+        LLMTurnInput,
+        LLMTurnResult,
+        PreviousSessionRequest,
+        QueuedMessage,
+        Reply,
+        ReplyLookup,
+        SendMessage,
+        SessionInput,
+        SessionState,
+        SessionStatus,
+        Usage,
+    )
+
+LLM_START_TO_CLOSE = timedelta(minutes=10)
+LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
+MAX_HISTORY_PAGE = 500
+
+# ApplicationError types raised by handlers; the gateway maps them to HTTP statuses.
+INVALID_MESSAGE = "InvalidMessage"
+SESSION_BUSY = "SessionBusy"
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class ChatSessionWorkflow:
+    @workflow.init
+    def __init__(self, inp: SessionInput) -> None:
+        self._owner = inp.owner
+        self._session_id = inp.session_id
+        self._config = inp.config
+        self._messages: list[ChatMessage] = []
+        self._queue: deque[QueuedMessage] = deque()
+        self._user_seq: dict[str, int] = {}  # user message id -> seq
+        self._reply_seq: dict[str, int] = {}  # user message id -> seq of its reply
+        self._turns = 0
+        self._turns_this_run = 0
+        self._usage = Usage()
+        self._runs = 1
+        self._created_at = workflow.now()
+        self._last_activity = workflow.now()
+        self._state: SessionState = "active"
+        self._end_requested = False
+        self._ready = False  # false until a resumed run has loaded its previous history
+        if inp.carried is not None:
+            self._restore(inp.carried)
+            self._ready = True
+
+    @workflow.run
+    async def run(self, inp: SessionInput) -> SessionStatus:
+        if not self._ready:
+            if inp.resume:
+                previous = await workflow.execute_activity(
+                    "load_previous_session",
+                    PreviousSessionRequest(
+                        workflow_id=workflow.info().workflow_id, run_id=inp.previous_run_id
+                    ),
+                    result_type=CarriedState | None,  # type: ignore[arg-type]
+                    start_to_close_timeout=timedelta(seconds=30),
+                    summary="load the previous run's history",
+                )
+                if previous is not None:
+                    self._restore(previous)
+                    self._runs += 1
+            self._ready = True
+        self._set_state("active")
+        workflow.set_current_details(self._details())
+
+        while True:
+            await self._serve()
+            # Closing: every handler must finish first, and one may have queued a message.
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or bool(self._queue)
+            )
+            if self._queue:
+                self._end_requested = False  # a message after the end request reopens
+                continue
+            return self._status()
+
+    async def _serve(self) -> None:
+        """Run turns until the session ends or expires; continue as new when due."""
+        while True:
+            if self._queue:
+                await self._run_turn(self._queue.popleft())
+                continue
+            if self._end_requested:
+                self._set_state("ended")
+                return
+            if self._continue_as_new_due():
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or bool(self._queue)
+                )
+                if not self._queue:
+                    workflow.continue_as_new(
+                        SessionInput(
+                            owner=self._owner,
+                            session_id=self._session_id,
+                            config=self._config,
+                            carried=self._carry(),
+                        )
+                    )
+                continue
+            remaining = (self._expires_at() - workflow.now()).total_seconds()
+            if remaining <= 0:
+                self._set_state("expired")
+                return
+            # On timeout the loop re-checks: a message arriving as the timer fired counts.
+            with suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: bool(self._queue) or self._end_requested,
+                    timeout=remaining,
+                    timeout_summary="inactivity timeout",
+                )
+
+    async def _run_turn(self, item: QueuedMessage) -> None:
+        self._turns += 1
+        self._turns_this_run += 1
+        turn = self._turns
+        user = self._append(
+            id=item.message_id,
+            role="user",
+            content=item.content,
+            created_at=item.received_at,
+            turn=turn,
+        )
+        self._user_seq[item.message_id] = user.seq
+        self._state = "working"
+        model = self._config.model
+        try:
+            result = await workflow.execute_activity(
+                "generate_reply",
+                LLMTurnInput(
+                    workflow_id=workflow.info().workflow_id,
+                    run_id=workflow.info().run_id,
+                    turn=turn,
+                    upto_seq=user.seq,
+                    model=model,
+                ),
+                result_type=LLMTurnResult,
+                start_to_close_timeout=LLM_START_TO_CLOSE,
+                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
+                retry_policy=LLM_RETRY,
+                summary=f"{model} · turn {turn} · {self._usage.total_tokens} tokens so far",
+            )
+            reply = self._append(
+                id=f"{item.message_id}.reply",
+                role="assistant",
+                content=result.content,
+                created_at=workflow.now(),
+                turn=turn,
+                reply_to=item.message_id,
+                model=result.model,
+                usage=result.usage,
+            )
+            self._usage = self._usage.plus(result.usage)
+        except ActivityError as err:
+            reply = self._append(
+                id=f"{item.message_id}.reply",
+                role="assistant",
+                content="",
+                created_at=workflow.now(),
+                turn=turn,
+                reply_to=item.message_id,
+                model=model,
+                error=_describe_failure(err),
+            )
+        self._reply_seq[item.message_id] = reply.seq
+        self._last_activity = workflow.now()
+        self._state = "active"
+        workflow.set_current_details(self._details())
+
+    # ---- messages in -------------------------------------------------------------------
+
+    @workflow.signal(name="send_message")
+    async def send_message(self, msg: SendMessage) -> None:
+        """Fire-and-forget send (the Temporal CLI and UI can use it too)."""
+        problem = self._problem_with(msg)
+        if problem is not None:
+            workflow.logger.warning("dropped an invalid message signal: %s", problem)
+            return
+        await workflow.wait_condition(lambda: self._ready)
+        self._accept(msg)
+
+    @workflow.update(name="send_message_and_wait")
+    async def send_message_and_wait(self, msg: SendMessage) -> Reply:
+        """Send and wait for the reply; a resend of the same id returns the same reply."""
+        await workflow.wait_condition(lambda: self._ready)
+        self._accept(msg)
+        await workflow.wait_condition(lambda: msg.message_id in self._reply_seq)
+        return Reply(
+            message_id=msg.message_id, reply=self._messages[self._reply_seq[msg.message_id] - 1]
+        )
+
+    @send_message_and_wait.validator
+    def _validate_send(self, msg: SendMessage) -> None:
+        problem = self._problem_with(msg)
+        if problem is not None:
+            raise ApplicationError(problem, type=INVALID_MESSAGE, non_retryable=True)
+        if len(self._queue) >= MAX_QUEUED_MESSAGES and not self._known(msg.message_id):
+            raise ApplicationError(
+                f"{len(self._queue)} messages are already waiting; retry later",
+                type=SESSION_BUSY,
+                non_retryable=True,
+            )
+
+    @workflow.update(name="end_session")
+    async def end_session(self) -> SessionStatus:
+        """End the session once queued messages are answered; a later message resumes it."""
+        self._end_requested = True
+        await workflow.wait_condition(lambda: self._state == "ended" or not self._end_requested)
+        return self._status()
+
+    def _accept(self, msg: SendMessage) -> None:
+        if self._known(msg.message_id):
+            return
+        self._queue.append(
+            QueuedMessage(
+                message_id=msg.message_id, content=msg.content, received_at=workflow.now()
+            )
+        )
+        self._last_activity = workflow.now()
+        if self._state in ("expired", "ended"):
+            self._set_state("active")
+
+    def _known(self, message_id: str) -> bool:
+        return message_id in self._user_seq or any(q.message_id == message_id for q in self._queue)
+
+    @staticmethod
+    def _problem_with(msg: SendMessage) -> str | None:
+        if not is_valid_id(msg.message_id):
+            return f"message_id must match {ID_PATTERN}"
+        if not msg.content.strip():
+            return "content must not be empty"
+        if len(msg.content) > MAX_CONTENT_CHARS:
+            return f"content is longer than {MAX_CONTENT_CHARS} characters"
+        return None
+
+    # ---- queries -----------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> SessionStatus:
+        return self._status()
+
+    @workflow.query(name="history")
+    def history(self, req: HistoryRequest) -> HistoryPage:
+        start = max(req.after, 0)
+        limit = min(max(req.limit, 1), MAX_HISTORY_PAGE)
+        page = self._messages[start : start + limit]
+        more = start + limit < len(self._messages)
+        return HistoryPage(messages=page, next=page[-1].seq if page and more else None)
+
+    @workflow.query(name="reply")
+    def reply(self, message_id: str) -> ReplyLookup:
+        if message_id in self._reply_seq:
+            message = self._messages[self._reply_seq[message_id] - 1]
+            return ReplyLookup(message_id=message_id, state="done", reply=message)
+        if message_id in self._user_seq:
+            return ReplyLookup(message_id=message_id, state="working")
+        if any(q.message_id == message_id for q in self._queue):
+            return ReplyLookup(message_id=message_id, state="queued")
+        return ReplyLookup(message_id=message_id, state="unknown")
+
+    @workflow.query(name="llm_context")
+    def llm_context(self, req: LLMContextRequest) -> list[ContextMessage]:
+        """The prompt for a turn: system prompt, then the newest messages that fit.
+
+        Read by the LLM activity, so the transcript never passes through activity inputs.
+        """
+        picked: list[ContextMessage] = []
+        budget = req.max_chars
+        for message in reversed(self._messages[: req.upto_seq]):
+            if message.error is not None:
+                continue
+            if picked and len(message.content) > budget:
+                break
+            picked.append(ContextMessage(role=message.role, content=message.content))
+            budget -= len(message.content)
+        picked.reverse()
+        if self._config.system_prompt:
+            picked.insert(0, ContextMessage(role="system", content=self._config.system_prompt))
+        return picked
+
+    @workflow.query(name="snapshot")
+    def snapshot(self) -> CarriedState:
+        return self._carry()
+
+    # ---- state -------------------------------------------------------------------------
+
+    def _append(self, **fields: Any) -> ChatMessage:
+        message = ChatMessage(seq=len(self._messages) + 1, **fields)
+        self._messages.append(message)
+        return message
+
+    def _restore(self, carried: CarriedState) -> None:
+        self._config = carried.config.model_copy(
+            update={"max_turns_per_run": self._config.max_turns_per_run}
+        )
+        self._messages = list(carried.messages)
+        self._queue = deque(carried.queue)
+        self._turns = carried.turns
+        self._usage = carried.usage
+        self._created_at = carried.created_at
+        self._last_activity = max(carried.last_activity_at, self._last_activity)
+        self._runs = carried.runs
+        for message in self._messages:
+            if message.role == "user":
+                self._user_seq[message.id] = message.seq
+            elif message.reply_to is not None:
+                self._reply_seq[message.reply_to] = message.seq
+
+    def _carry(self) -> CarriedState:
+        return CarriedState(
+            config=self._config,
+            messages=self._messages,
+            queue=list(self._queue),
+            turns=self._turns,
+            usage=self._usage,
+            created_at=self._created_at,
+            last_activity_at=self._last_activity,
+            runs=self._runs,
+        )
+
+    def _continue_as_new_due(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            or self._turns_this_run >= self._config.max_turns_per_run
+        )
+
+    def _expires_at(self) -> datetime:
+        return self._last_activity + timedelta(seconds=self._config.inactivity_timeout_seconds)
+
+    def _set_state(self, state: SessionState) -> None:
+        self._state = state
+        workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set(state)])
+
+    def _status(self) -> SessionStatus:
+        return SessionStatus(
+            owner=self._owner,
+            session_id=self._session_id,
+            status=self._state,
+            model=self._config.model,
+            system_prompt=self._config.system_prompt,
+            inactivity_timeout_seconds=self._config.inactivity_timeout_seconds,
+            turns=self._turns,
+            messages=len(self._messages),
+            queued=len(self._queue),
+            created_at=self._created_at,
+            last_activity_at=self._last_activity,
+            expires_at=self._expires_at() if self._state in ("active", "working") else None,
+            usage=self._usage,
+            runs=self._runs,
+        )
+
+    def _details(self) -> str:
+        return (
+            f"**{self._owner}** · {self._config.model} · {self._turns} turns · "
+            f"{self._usage.total_tokens} tokens"
+        )
+
+
+def _describe_failure(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return f"The model call failed: {cause.message}"
+    return f"The model call failed: {cause or err}"
+
+
+__all__ = ["OWNER_ATTRIBUTE", "ChatSessionWorkflow"]
