@@ -34,7 +34,7 @@ class Harness:
     async def create(self, **config: object) -> str:
         session_id = uuid.uuid4().hex[:12]
         values: dict[str, object] = {"model": "scripted/echo", **config}
-        await self.service.create(OWNER, session_id, SessionConfig(**values))  # type: ignore[arg-type]
+        await self.service.create(OWNER, session_id, SessionConfig(**values))
         return session_id
 
     async def say(

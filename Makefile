@@ -1,0 +1,53 @@
+# The one task runner: the README, CI and developers all call these targets.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
+
+.PHONY: install run test test-fast lint format typecheck bench lock record-histories clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock
+	@command -v $(PY) >/dev/null || { echo "$(PY) not found: set PY=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install --require-hashes --no-deps -r requirements.lock
+	rm -f $(VENV)/.installed-* && touch $@
+
+## Command one: Temporal dev server + worker + gateway + local model, on embedded defaults.
+run: install
+	$(BIN)/python -m devstack
+
+## Command two: everything CI checks.
+test: install lint typecheck
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not model and not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy .
+
+bench: install
+	$(BIN)/python -m bench.turns
+
+record-histories: install
+	$(BIN)/python -m tests.record_histories
+
+## Re-lock after changing dependencies in pyproject.toml (versions and hashes, no URLs).
+lock:
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-emit-find-links --no-emit-index-url \
+		-o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,148 @@
+"""`python -m devstack` (what `make run` calls): the whole service on embedded defaults.
+
+Starts the Temporal dev server (SQLite file under .data/, Web UI, search attributes), one
+worker and the gateway; prints the URLs and a development API key; Ctrl-C stops everything.
+State lives in .data/, so starting again keeps every session.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.settings import get_settings
+from devstack.server import FAST_SERVER_ARGS, binary, search_attribute_args
+
+DATA = Path(".data")
+TEMPORAL_PORT = 7233
+UI_PORT = 8233
+# Closed sessions stay resumable for as long as Temporal keeps them (the namespace retention).
+RETENTION = "8760h"
+
+
+def main() -> int:
+    DATA.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    key = _dev_api_key(env)
+    settings = get_settings()
+    temporal = binary("temporal")
+    address = f"127.0.0.1:{TEMPORAL_PORT}"
+    env.setdefault("CHAT_TEMPORAL_ADDRESS", address)
+    env.setdefault("CHAT_TEMPORAL_UI_URL", f"http://localhost:{UI_PORT}")
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        server_log = (DATA / "temporal.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(temporal),
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(DATA / "temporal.db"),
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(TEMPORAL_PORT),
+                    "--ui-port",
+                    str(UI_PORT),
+                    "--log-level",
+                    "warn",
+                    *search_attribute_args(),
+                    *FAST_SERVER_ARGS,
+                ],
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        _wait_for_port(TEMPORAL_PORT, procs[0], "Temporal dev server")
+        subprocess.run(
+            [
+                str(temporal),
+                "operator",
+                "namespace",
+                "update",
+                "--address",
+                address,
+                "-n",
+                settings.temporal_namespace,
+                "--retention",
+                RETENTION,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env))
+        procs.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
+        _wait_for_port(settings.gateway_port, procs[-1], "gateway")
+        _banner(key, settings.gateway_port)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a process of the stack exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…")
+        return 0
+    finally:
+        for proc in reversed(procs):  # gateway, worker (drains), then the server
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _dev_api_key(env: dict[str, str]) -> str:
+    """A development key kept in .data/, unless CHAT_API_KEYS is already configured."""
+    if env.get("CHAT_API_KEYS"):
+        return "(from CHAT_API_KEYS)"
+    path = DATA / "dev-api-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    key = path.read_text().strip()
+    env["CHAT_API_KEYS"] = json.dumps({key: "dev"})
+    return key
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with code {proc.returncode}; see .data/temporal.log")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not open port {port} within 60 s")
+
+
+def _banner(key: str, gateway_port: int) -> None:
+    print(
+        f"""
+  Durable chat is up.
+    Gateway     http://127.0.0.1:{gateway_port}   (API docs: /docs)
+    Temporal UI http://localhost:{UI_PORT}
+    API key     {key}   (user "dev")
+
+  Chat in another terminal:  CHAT_API_KEY={key} .venv/bin/python -m cli chat
+  Ctrl-C stops everything; sessions are kept in .data/.
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
