@@ -16,6 +16,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -96,7 +97,7 @@ class SessionService:
                 self._update(handle, owner, session_id, msg),
                 timeout=self._settings.reply_wait_seconds,
             )
-        except TimeoutError:
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             # An update not yet accepted may not be durable: make sure with a signal, which
             # the workflow de-duplicates by message id.
             await self.send(owner, session_id, msg)

@@ -1,0 +1,107 @@
+"""Real worker and gateway processes for tests that need them (HTTP, crashes, the model)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from temporalio.testing import WorkflowEnvironment
+
+ALICE_KEY = "test-key-alice"
+BOB_KEY = "test-key-bob"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stack_env(env: WorkflowEnvironment, task_queue: str, **settings: object) -> dict[str, str]:
+    """Process environment for a worker or gateway talking to `env` on `task_queue`."""
+    values: dict[str, object] = {
+        "temporal_address": env.client.service_client.config.target_host,
+        "task_queue": task_queue,
+        "scripted_provider_enabled": True,
+        "default_model": "scripted/echo",
+        "api_keys": {ALICE_KEY: "alice", BOB_KEY: "bob"},
+        **settings,
+    }
+    out = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    for key, value in values.items():
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        out[f"CHAT_{key.upper()}"] = text
+    return out
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    name: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill_hard(self) -> None:
+        """kill -9: no draining, no goodbyes, like a pod that vanished."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start(module: str, environ: dict[str, str]) -> Process:
+    return Process(subprocess.Popen([sys.executable, "-m", module], env=environ), module)
+
+
+@dataclass
+class Gateway:
+    process: Process
+    url: str
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def client(self, key: str | None = ALICE_KEY, timeout: float = 60) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        self.clients.append(client)
+        return client
+
+
+def start_gateway(environ: dict[str, str]) -> Gateway:
+    port = free_port()
+    environ = {**environ, "CHAT_GATEWAY_PORT": str(port)}
+    process = start("api", environ)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError("gateway exited during start")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Gateway(process, url)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError("gateway did not start within 30 s")
+
+
+@contextmanager
+def running(*processes: Process) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.stop()
