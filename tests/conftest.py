@@ -1,18 +1,24 @@
 """One harness: module-agnostic Temporal environments, a fresh task queue per test."""
 
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers.llamacpp import bundled_model_path
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.settings import Settings
 from devstack.server import FAST_SERVER_ARGS, binary
+from tests.processes import free_port
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +57,7 @@ def task_queue() -> str:
     return f"tq-{uuid.uuid4().hex[:12]}"
 
 
-def scripted_settings(
-    task_queue: str, client: Client | None = None, **overrides: object
-) -> Settings:
+def scripted_settings(task_queue: str, **overrides: object) -> Settings:
     """Settings for a test worker/gateway that talks to the deterministic scripted provider."""
     values: dict[str, object] = {
         "task_queue": task_queue,
@@ -63,3 +67,54 @@ def scripted_settings(
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+SERVER_START_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenAI-compatible peer: llama_cpp.server serving the bundled SmolLM2."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(bundled_model_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_until_serving(process, base_url, log_path)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited early:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"llama_cpp.server not serving after {SERVER_START_TIMEOUT}s")

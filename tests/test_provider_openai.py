@@ -1,78 +1,16 @@
 """The OpenAI-compatible provider against a real llama.cpp server, and its error mapping."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from activities.providers.base import ProviderError, ProviderRequest
-from activities.providers.llamacpp import bundled_model_path
 from activities.providers.openai_compat import OpenAICompatibleProvider
 from workflows.messages import ContextMessage
 
 API_KEY = "sk-test-9f8e7d6c5b4a3210"
 SERVER_START_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real OpenAI-compatible peer: llama_cpp.server serving the bundled SmolLM2."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(bundled_model_path()),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_serving(process, base_url, log_path)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited early:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"llama_cpp.server not serving after {SERVER_START_TIMEOUT}s")
 
 
 def _request(
