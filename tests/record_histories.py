@@ -1,0 +1,80 @@
+"""`make record-histories`: run a few sessions and save their histories for replay tests.
+
+Re-record only on purpose (a deliberate, versioned workflow change): the point of the
+committed files is that a change which breaks replay of existing sessions fails CI.
+"""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.service import SessionService
+from common.ids import workflow_id
+from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
+from devstack.server import FAST_SERVER_ARGS, binary
+from tests.conftest import scripted_settings
+from worker.build import build_worker
+from workflows.messages import SendMessage, SessionConfig
+
+OUT = Path(__file__).parent / "histories"
+OWNER = "recorder"
+
+
+async def record() -> None:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary("temporal")),
+        data_converter=pydantic_data_converter,
+        search_attributes=[OWNER_ATTRIBUTE, STATUS_ATTRIBUTE],
+        dev_server_extra_args=FAST_SERVER_ARGS,
+    )
+    settings = scripted_settings(f"tq-record-{uuid.uuid4().hex[:8]}")
+    service = SessionService(env.client, settings)
+
+    async def say(session_id: str, content: str, message_id: str | None = None) -> None:
+        msg = SendMessage(message_id=message_id or uuid.uuid4().hex, content=content)
+        await service.send_and_wait(OWNER, session_id, msg)
+
+    async def session(name: str, **config: object) -> str:
+        await service.create(OWNER, name, SessionConfig(model="scripted/echo", **config))
+        return name
+
+    try:
+        async with build_worker(env.client, settings):
+            conversation = await session("conversation", system_prompt="be brief")
+            await say(conversation, "hello", "m1")
+            await say(conversation, "hello", "m1")  # resend
+            await say(conversation, "[[fail=400]] a failing turn")
+            await say(conversation, "[[fail_once=503]] a retried turn")
+            await asyncio.gather(*(say(conversation, f"concurrent {i}") for i in range(4)))
+            await service.send(OWNER, conversation, SendMessage(message_id="sig", content="sig"))
+            await service.end(OWNER, conversation)
+            await say(conversation, "resumed")
+            await service.end(OWNER, conversation)
+
+            rolling = await session("continue-as-new", max_turns_per_run=2)
+            await asyncio.gather(*(say(rolling, f"turn {i}") for i in range(5)))
+            await service.end(OWNER, rolling)
+
+            expiring = await session("expiry", inactivity_timeout_seconds=1)
+            await say(expiring, "then silence")
+            await asyncio.sleep(2)
+
+        for name in (conversation, rolling, expiring):
+            wf_id = workflow_id(OWNER, name)
+            runs = [r async for r in env.client.list_workflows(f'WorkflowId = "{wf_id}"')]
+            for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+                history = await env.client.get_workflow_handle(
+                    wf_id, run_id=run.run_id
+                ).fetch_history()
+                path = OUT / f"{name}-run{index + 1}.json"
+                path.write_text(history.to_json())
+                print(f"wrote {path} ({len(history.events)} events)")  # noqa: T201
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
