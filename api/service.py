@@ -176,7 +176,7 @@ class SessionService:
             summary = SessionSummary(
                 session_id=parsed[1],
                 status=state,
-                model=run.memo.get(_MODEL_MEMO) if isinstance(run.memo, dict) else None,
+                model=await run.memo_value(_MODEL_MEMO, default=None, type_hint=str),
                 started_at=run.start_time,
                 closed_at=run.close_time,
             )

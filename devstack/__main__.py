@@ -26,6 +26,10 @@ RETENTION = "8760h"
 
 
 def main() -> int:
+    # Ctrl-C and SIGTERM both stop the stack in order (even when started in the background,
+    # where a shell would otherwise leave SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     DATA.mkdir(exist_ok=True)
     env = dict(os.environ)
     key = _dev_api_key(env)
@@ -59,6 +63,7 @@ def main() -> int:
                 ],
                 stdout=server_log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         )
         _wait_for_port(TEMPORAL_PORT, procs[0], "Temporal dev server")
@@ -78,11 +83,13 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env))
-        procs.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
+        # Own sessions: Ctrl-C reaches only this process, which stops the rest in order.
+        for module in ("worker", "api"):
+            procs.append(
+                subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+            )
         _wait_for_port(settings.gateway_port, procs[-1], "gateway")
         _banner(key, settings.gateway_port)
-        signal.signal(signal.SIGTERM, _interrupt)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a process of the stack exited; stopping the rest", file=sys.stderr)
@@ -91,6 +98,7 @@ def main() -> int:
         print("\nstopping…")
         return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain
         for proc in reversed(procs):  # gateway, worker (drains), then the server
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
