@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from temporalio.client import WorkflowExecution
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -62,9 +63,12 @@ async def record() -> None:
             await say(expiring, "then silence")
             await asyncio.sleep(2)
 
-        for name in (conversation, rolling, expiring):
+        for name, expected_runs in ((conversation, 2), (rolling, 2), (expiring, 1)):
             wf_id = workflow_id(OWNER, name)
-            runs = [r async for r in env.client.list_workflows(f'WorkflowId = "{wf_id}"')]
+            runs: list[WorkflowExecution] = []
+            while len(runs) < expected_runs:  # visibility catches up within moments
+                await asyncio.sleep(0.2)
+                runs = [r async for r in env.client.list_workflows(f'WorkflowId = "{wf_id}"')]
             for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
                 history = await env.client.get_workflow_handle(
                     wf_id, run_id=run.run_id

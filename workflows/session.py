@@ -6,8 +6,8 @@ one at a time in arrival order, expires the session after inactivity, and contin
 once the run's history is long enough.
 """
 
+import asyncio
 from collections import deque
-from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,6 +76,7 @@ class ChatSessionWorkflow:
         self._state: SessionState = "active"
         self._end_requested = False
         self._ready = False  # false until a resumed run has loaded its previous history
+        self._alarm: asyncio.Future[None] = _rung()
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -138,13 +139,20 @@ class ChatSessionWorkflow:
             if remaining <= 0:
                 self._set_state("expired")
                 return
-            # On timeout the loop re-checks: a message arriving as the timer fired counts.
-            with suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: bool(self._queue) or self._end_requested,
-                    timeout=remaining,
-                    timeout_summary="inactivity timeout",
-                )
+            self._arm_inactivity_alarm(remaining)
+            # When the alarm rings the loop re-checks: a message arriving as it rang counts.
+            await workflow.wait_condition(
+                lambda: bool(self._queue) or self._end_requested or self._alarm.done()
+            )
+
+    def _arm_inactivity_alarm(self, seconds: float) -> None:
+        """One timer per inactivity period, not one per turn.
+
+        The timer is left running across turns and only re-armed (for the time that is left)
+        when it rings, so a busy session writes no timer events into its history.
+        """
+        if self._alarm.done():
+            self._alarm = asyncio.create_task(workflow.sleep(seconds, summary="inactivity timeout"))
 
     async def _run_turn(self, item: QueuedMessage) -> None:
         self._turns += 1
@@ -390,6 +398,13 @@ class ChatSessionWorkflow:
             f"**{self._owner}** · {self._config.model} · {self._turns} turns · "
             f"{self._usage.total_tokens} tokens"
         )
+
+
+def _rung() -> "asyncio.Future[None]":
+    """An alarm that has already rung, so the first idle wait arms a real one."""
+    future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _describe_failure(err: ActivityError) -> str:
