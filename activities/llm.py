@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.context_cache import ContextCache
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from common.settings import Settings
 from workflows.messages import ContextMessage, LLMContextRequest, LLMTurnInput, LLMTurnResult
@@ -31,6 +32,7 @@ class LLMActivities:
         self._client = client
         self._providers = providers
         self._settings = settings
+        self._contexts = ContextCache(settings.max_cached_workflows, settings.context_max_chars)
 
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
@@ -38,7 +40,7 @@ class LLMActivities:
             provider_name, model_name = split_model(turn.model)
         except ValueError as err:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
-        context = await self._read_context(turn)
+        context = self._contexts.context_for(turn) or await self._read_context(turn)
         request = ProviderRequest(
             model=model_name, messages=context, max_tokens=self._settings.max_output_tokens
         )
@@ -47,12 +49,14 @@ class LLMActivities:
             async with _heartbeating():
                 reply = await provider.complete(request)
         except ProviderError as err:
+            self._contexts.forget(turn)
             raise ApplicationError(
                 err.message,
                 type=PROVIDER_ERROR,
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
+        self._contexts.remember(turn, context, reply.content)
         return LLMTurnResult(content=reply.content, model=turn.model, usage=reply.usage)
 
     async def _read_context(self, turn: LLMTurnInput) -> list[ContextMessage]:

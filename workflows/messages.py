@@ -161,10 +161,11 @@ class LLMContextRequest(BaseModel):
 
 
 class LLMTurnInput(BaseModel):
-    """Small on purpose: the activity reads the transcript by query instead of carrying it.
+    """Carries only this turn's new message, never the transcript.
 
     Passing the whole transcript into every turn would make history grow with the square of
-    the number of turns.
+    the number of turns. The worker keeps recent transcripts in memory (activities/
+    context_cache.py) and reads the rest by query when its copy is missing or stale.
     """
 
     workflow_id: str
@@ -172,6 +173,12 @@ class LLMTurnInput(BaseModel):
     turn: int
     upto_seq: int
     model: str
+    user_message: str = ""
+    previous_digest: str | None = Field(
+        default=None,
+        description="Digest of the message just before this turn's user message, so a "
+        "cached transcript is used only if it ends exactly there.",
+    )
 
 
 class LLMTurnResult(BaseModel):

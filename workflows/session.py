@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     # Pydantic models and constants only: no I/O, safe and faster to share with the host.
     from common.ids import ID_PATTERN, is_valid_id
     from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
+    from workflows.context import digest, fit_context
     from workflows.messages import (
         MAX_CONTENT_CHARS,
         MAX_QUEUED_MESSAGES,
@@ -168,6 +169,7 @@ class ChatSessionWorkflow:
         self._user_seq[item.message_id] = user.seq
         self._state = "working"
         model = self._config.model
+        previous = self._messages[user.seq - 2] if user.seq > 1 else None
         try:
             result = await workflow.execute_activity(
                 "generate_reply",
@@ -177,6 +179,10 @@ class ChatSessionWorkflow:
                     turn=turn,
                     upto_seq=user.seq,
                     model=model,
+                    user_message=item.content,
+                    previous_digest=(
+                        digest(previous.content) if previous and previous.error is None else None
+                    ),
                 ),
                 result_type=LLMTurnResult,
                 start_to_close_timeout=LLM_START_TO_CLOSE,
@@ -308,16 +314,14 @@ class ChatSessionWorkflow:
 
         Read by the LLM activity, so the transcript never passes through activity inputs.
         """
-        picked: list[ContextMessage] = []
-        budget = req.max_chars
-        for message in reversed(self._messages[: req.upto_seq]):
-            if message.error is not None:
-                continue
-            if picked and len(message.content) > budget:
-                break
-            picked.append(ContextMessage(role=message.role, content=message.content))
-            budget -= len(message.content)
-        picked.reverse()
+        picked = fit_context(
+            [
+                ContextMessage(role=m.role, content=m.content)
+                for m in self._messages[: req.upto_seq]
+                if m.error is None
+            ],
+            req.max_chars,
+        )
         if self._config.system_prompt:
             picked.insert(0, ContextMessage(role="system", content=self._config.system_prompt))
         return picked

@@ -1,0 +1,77 @@
+"""The worker's transcript cache must give exactly what the workflow's query would."""
+
+import random
+
+from activities.context_cache import ContextCache
+from workflows.context import digest, fit_context
+from workflows.messages import ContextMessage, LLMTurnInput
+
+SYSTEM = ContextMessage(role="system", content="be brief")
+
+
+def turn_input(history: list[ContextMessage], user: str, run_id: str = "run") -> LLMTurnInput:
+    return LLMTurnInput(
+        workflow_id="wf",
+        run_id=run_id,
+        turn=len(history) // 2 + 1,
+        upto_seq=len(history) + 1,
+        model="scripted/echo",
+        user_message=user,
+        previous_digest=digest(history[-1].content) if history else None,
+    )
+
+
+def queried(history: list[ContextMessage], max_chars: int) -> list[ContextMessage]:
+    """What the workflow's llm_context query answers."""
+    return [SYSTEM, *fit_context(history, max_chars)]
+
+
+def test_cache_hits_match_the_query_over_a_long_random_conversation() -> None:
+    rng = random.Random(7)
+    max_chars = 300
+    cache = ContextCache(max_sessions=10, max_chars=max_chars)
+    history: list[ContextMessage] = []
+    hits = 0
+    for _ in range(200):
+        user = "u" * rng.randint(1, 120)
+        turn = turn_input(history, user)
+        history.append(ContextMessage(role="user", content=user))
+        context = cache.context_for(turn)
+        if context is None:
+            context = queried(history, max_chars)
+        else:
+            hits += 1
+        assert context == queried(history, max_chars)
+        reply = "a" * rng.randint(1, 200)
+        cache.remember(turn, context, reply)
+        history.append(ContextMessage(role="assistant", content=reply))
+    assert hits == 199  # only the first turn needed the query
+
+
+def test_a_different_reply_in_history_is_a_miss() -> None:
+    cache = ContextCache(max_sessions=10, max_chars=1000)
+    first = turn_input([], "hi")
+    cache.remember(first, [SYSTEM, ContextMessage(role="user", content="hi")], "reply A")
+    # A retry elsewhere produced "reply B", which is what history holds.
+    history = [
+        ContextMessage(role="user", content="hi"),
+        ContextMessage(role="assistant", content="reply B"),
+    ]
+    assert cache.context_for(turn_input(history, "next")) is None
+    history[1] = ContextMessage(role="assistant", content="reply A")
+    assert cache.context_for(turn_input(history, "next")) is not None
+    assert cache.context_for(turn_input(history, "next", run_id="other-run")) is None
+
+
+def test_failures_and_gaps_miss_and_the_cache_is_bounded() -> None:
+    cache = ContextCache(max_sessions=2, max_chars=1000)
+    base = [ContextMessage(role="user", content="x")]
+    for run in ("r1", "r2", "r3"):
+        cache.remember(turn_input([], "x", run_id=run), base, "y")
+    history = [*base, ContextMessage(role="assistant", content="y")]
+    assert cache.context_for(turn_input(history, "z", run_id="r1")) is None  # evicted
+    assert cache.context_for(turn_input(history, "z", run_id="r3")) is not None
+    cache.forget(turn_input(history, "z", run_id="r3"))
+    assert cache.context_for(turn_input(history, "z", run_id="r3")) is None
+    skipped = [*history, ContextMessage(role="user", content="failed turn")]
+    assert cache.context_for(turn_input(skipped, "z", run_id="r2")) is None
