@@ -3,6 +3,7 @@
 import uvicorn
 
 from api.app import create_app
+from common.process import exit_without_finalizers
 from common.settings import get_settings
 
 if __name__ == "__main__":
@@ -13,3 +14,4 @@ if __name__ == "__main__":
         port=settings.gateway_port,
         log_level="info",
     )
+    exit_without_finalizers(0)

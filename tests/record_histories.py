@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.service import SessionService
 from common.ids import workflow_id
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
+from common.process import exit_without_finalizers
 from devstack.server import FAST_SERVER_ARGS, binary
 from tests.conftest import scripted_settings
 from worker.build import build_worker
@@ -82,3 +83,4 @@ async def record() -> None:
 
 if __name__ == "__main__":
     asyncio.run(record())
+    exit_without_finalizers(0)

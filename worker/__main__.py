@@ -5,6 +5,7 @@ import logging
 import signal
 
 from activities.providers import ProviderRegistry
+from common.process import exit_without_finalizers
 from common.settings import get_settings
 from common.temporal_client import connect
 from worker.build import build_worker
@@ -31,3 +32,4 @@ async def main() -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(main())
+    exit_without_finalizers(0)
