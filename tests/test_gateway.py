@@ -245,8 +245,20 @@ async def test_expired_session_resumes_with_history(alice: httpx.AsyncClient) ->
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the session did not expire")
+    # Ending an already expired session changes nothing and says so.
+    ended = await alice.delete(f"/v1/sessions/{session_id}")
+    assert (ended.status_code, ended.json()["status"]) == (200, "expired")
     assert (await say(alice, session_id, "second"))["reply"]["content"] == "echo: second"
     assert len(await messages(alice, session_id)) == 4
+
+
+async def test_replies_to_unknown_or_invalid_message_ids(alice: httpx.AsyncClient) -> None:
+    session_id = await new_session(alice)
+    unknown = await alice.get(f"/v1/sessions/{session_id}/messages/not-sent-yet")
+    assert unknown.status_code == 404
+    assert "not-sent-yet" in unknown.json()["detail"]
+    invalid = await alice.get(f"/v1/sessions/{session_id}/messages/bad.id")
+    assert invalid.status_code == 422
 
 
 async def test_duplicate_session_id_is_a_conflict(alice: httpx.AsyncClient) -> None:
