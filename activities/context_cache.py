@@ -29,6 +29,11 @@ class ContextCache:
         self._max_chars = max_chars
 
     def context_for(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
+        if turn.upto_seq == 1:  # a session's first message: everything is in the input
+            user = ContextMessage(role="user", content=turn.user_message)
+            if turn.system_prompt:
+                return [ContextMessage(role="system", content=turn.system_prompt), user]
+            return [user]
         entry = self._entries.get(turn.run_id)
         if (
             entry is None

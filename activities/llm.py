@@ -40,13 +40,13 @@ class LLMActivities:
             provider_name, model_name = split_model(turn.model)
         except ValueError as err:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
-        context = self._contexts.context_for(turn) or await self._read_context(turn)
-        request = ProviderRequest(
-            model=model_name, messages=context, max_tokens=self._settings.max_output_tokens
-        )
         try:
-            provider = await self._providers.get(provider_name)
             async with _heartbeating():
+                context = self._contexts.context_for(turn) or await self._read_context(turn)
+                request = ProviderRequest(
+                    model=model_name, messages=context, max_tokens=self._settings.max_output_tokens
+                )
+                provider = await self._providers.get(provider_name)
                 reply = await provider.complete(request)
         except ProviderError as err:
             self._contexts.forget(turn)

@@ -13,5 +13,8 @@ if __name__ == "__main__":
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_level="info",
+        # Longer than common clients' idle keep-alive (httpx: 5 s), so the server never
+        # closes a connection a client is about to reuse.
+        timeout_keep_alive=75,
     )
     exit_without_finalizers(0)

@@ -12,7 +12,7 @@ from api.errors import ApiError
 _bearer = HTTPBearer(auto_error=False, description="An API key from CHAT_API_KEYS.")
 
 
-def current_user(
+async def current_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -1,4 +1,8 @@
-"""Shared dependencies: settings and the process's one Temporal-backed session service."""
+"""Shared dependencies: settings and the process's one Temporal-backed session service.
+
+All `async def`: FastAPI runs plain `def` dependencies in a thread pool, a measurable cost
+on every request.
+"""
 
 from typing import Annotated
 
@@ -8,12 +12,12 @@ from api.service import SessionService
 from common.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_service(request: Request) -> SessionService:
+async def get_service(request: Request) -> SessionService:
     service: SessionService = request.app.state.sessions
     return service
 

@@ -174,6 +174,9 @@ class LLMTurnInput(BaseModel):
     upto_seq: int
     model: str
     user_message: str = ""
+    system_prompt: str | None = Field(
+        default=None, description="Sent on a session's first turn only, which needs no query."
+    )
     previous_digest: str | None = Field(
         default=None,
         description="Digest of the message just before this turn's user message, so a "

@@ -180,6 +180,7 @@ class ChatSessionWorkflow:
                     upto_seq=user.seq,
                     model=model,
                     user_message=item.content,
+                    system_prompt=self._config.system_prompt if user.seq == 1 else None,
                     previous_digest=(
                         digest(previous.content) if previous and previous.error is None else None
                     ),

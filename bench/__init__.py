@@ -1,0 +1,1 @@
+"""Benchmarks: our gateway + worker against a bare Temporal update-and-activity baseline."""
