@@ -232,3 +232,12 @@ async def test_end_then_resume(ts: Harness) -> None:
     await ts.say(session_id, "two")
     status = await ts.service.status(OWNER, session_id)
     assert (status.status, status.turns, status.runs) == ("active", 2, 2)
+
+
+async def test_end_when_every_turn_continues_as_new(ts: Harness) -> None:
+    session_id = await ts.create(max_turns_per_run=1)
+    await ts.say(session_id, "one")
+    await ts.say(session_id, "two")
+    ended = await asyncio.wait_for(ts.service.end(OWNER, session_id), timeout=10)
+    assert ended.status == "ended"
+    assert (await ts.result(session_id)).turns == 2

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     # Pydantic models and constants only: no I/O, safe and faster to share with the host.
     from common.ids import ID_PATTERN, is_valid_id
-    from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
+    from common.names import STATUS_ATTRIBUTE, WORKFLOW_TYPE
     from workflows.context import digest, fit_context
     from workflows.messages import (
         MAX_CONTENT_CHARS,
@@ -123,10 +123,13 @@ class ChatSessionWorkflow:
                 self._set_state("ended")
                 return
             if self._continue_as_new_due():
+                # An end request's handler waits for the end, so it must wake this wait too.
                 await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or bool(self._queue)
+                    lambda: (
+                        workflow.all_handlers_finished() or bool(self._queue) or self._end_requested
+                    )
                 )
-                if not self._queue:
+                if not self._queue and not self._end_requested:
                     workflow.continue_as_new(
                         SessionInput(
                             owner=self._owner,
@@ -417,6 +420,3 @@ def _describe_failure(err: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return f"The model call failed: {cause.message}"
     return f"The model call failed: {cause or err}"
-
-
-__all__ = ["OWNER_ATTRIBUTE", "ChatSessionWorkflow"]
