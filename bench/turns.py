@@ -538,12 +538,18 @@ def _print_history(h: dict[str, Any]) -> None:
     )
 
 
+def _columns(results: dict[str, Any], names: list[str], key: str) -> list[tuple[str, Any]]:
+    """One table column per (phase, side): `lat bare`, `lat ours`, `thr bare`, ..."""
+    return [
+        (f"{part[:3]} {n}", results[part][n][key])
+        for part in ("latency", "throughput")
+        if part in results
+        for n in names
+    ]
+
+
 def _print_cpu(results: dict[str, Any], names: list[str]) -> None:
-    columns: list[tuple[str, dict[str, float]]] = []
-    for part in ("latency", "throughput"):
-        if part in results:
-            for n in names:
-                columns.append((f"{part[:3]} {n}", results[part][n]["cpu_ms_per_turn"]))
+    columns: list[tuple[str, dict[str, float]]] = _columns(results, names, "cpu_ms_per_turn")
     if not columns:
         return
     print()
@@ -575,11 +581,7 @@ def _print_cpu(results: dict[str, Any], names: list[str]) -> None:
 
 
 def _print_rpcs(results: dict[str, Any], names: list[str]) -> None:
-    columns: list[tuple[str, dict[str, float]]] = []
-    for part in ("latency", "throughput"):
-        if part in results:
-            for n in names:
-                columns.append((f"{part[:3]} {n}", results[part][n]["rpcs_per_turn"]))
+    columns: list[tuple[str, dict[str, float]]] = _columns(results, names, "rpcs_per_turn")
     # Frontend calls are the clients' and workers' round trips; internal hops follow them.
     ops = sorted({op for _, rpcs in columns for op in rpcs if op.startswith("frontend.")})
     shown = [op for op in ops if max(rpcs.get(op, 0.0) for _, rpcs in columns) >= 0.05]
