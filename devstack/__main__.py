@@ -83,16 +83,18 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        # Own sessions: Ctrl-C reaches only this process, which stops the rest in order.
-        for module in ("worker", "api"):
-            procs.append(
-                subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
-            )
+        procs.append(_spawn("worker", env))
+        procs.append(_spawn("api", env))
         _wait_for_port(settings.gateway_port, procs[-1], "gateway")
         _banner(key, settings.gateway_port)
-        while all(p.poll() is None for p in procs):
+        while procs[0].poll() is None and procs[2].poll() is None:
+            if procs[1].poll() is not None:
+                # Like a pod supervisor: a dead worker is replaced, and Temporal hands its
+                # unfinished turns to the new one (try `kill -9` on it mid-reply).
+                print(f"worker exited ({procs[1].returncode}); starting a new one", flush=True)
+                procs[1] = _spawn("worker", env)
             time.sleep(0.5)
-        print("a process of the stack exited; stopping the rest", file=sys.stderr)
+        print("the Temporal server or the gateway exited; stopping the rest", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping…")
@@ -106,6 +108,11 @@ def main() -> int:
                     proc.wait(timeout=40)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own session: Ctrl-C reaches only this process, which stops the rest in order.
+    return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
