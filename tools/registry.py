@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, Field, ValidationError
 
+from workflows.messages import ToolSpec
+
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 ToolOutput = str | BaseModel
 """What a tool returns: text, or a pydantic model the registry serializes to JSON text."""
@@ -56,12 +58,9 @@ class RetryableToolError(ToolError):
     """A transient failure (timeout, connection error): worth another attempt."""
 
 
-class ToolDefinition(BaseModel):
-    """What the model is told about a tool; `parameters` is a JSON schema."""
+class ToolDefinition(ToolSpec):
+    """A tool as listed to callers: what the model is told, plus whether it needs approval."""
 
-    name: str
-    description: str
-    parameters: dict[str, Any]
     needs_approval: bool = False
 
 

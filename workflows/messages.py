@@ -5,11 +5,11 @@ Fields are only ever added (with defaults), never renamed, so running sessions k
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 SessionState = Literal["active", "working", "expired", "ended"]
 
 # Hard limits the workflow itself enforces (its update validator); the gateway's configurable
@@ -150,9 +150,35 @@ class SessionStatus(BaseModel):
     runs: int
 
 
+class ToolCall(BaseModel):
+    """A model's request to run a tool: one form for OpenAI `tool_calls` and Anthropic `tool_use`.
+
+    `arguments` is the JSON text as the model wrote it; the tool registry validates it.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolSpec(BaseModel):
+    """What the model is told about a tool; `parameters` is a generated JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
 class ContextMessage(BaseModel):
     role: Role
     content: str
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list, description="On an assistant message: the tools it asked for."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="On a tool message: the call this is the result of."
+    )
+    is_error: bool = Field(default=False, description="On a tool message: the call failed.")
 
 
 class LLMContextRequest(BaseModel):

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from workflows.messages import ContextMessage, Usage
+from workflows.messages import ContextMessage, ToolCall, ToolSpec, Usage
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -15,6 +15,7 @@ class ProviderRequest:
     messages: list[ContextMessage]
     max_tokens: int = 512
     temperature: float | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ProviderReply:
     content: str
     model: str
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class ProviderError(Exception):

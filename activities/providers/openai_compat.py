@@ -14,7 +14,7 @@ from activities.providers.base import (
     ProviderRequest,
     parse_retry_after,
 )
-from workflows.messages import Usage
+from workflows.messages import ContextMessage, ToolCall, Usage
 
 _EXCERPT_CHARS = 300
 
@@ -38,16 +38,36 @@ class OpenAICompatibleProvider:
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         payload: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [to_openai_message(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "stream": False,
         }
         if request.temperature is not None:
             payload["temperature"] = request.temperature
+        if request.tools:
+            payload["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
         body = await post_json(self._client, self._url, payload, secret=self._secret)
         try:
-            choice = body["choices"][0]
-            content = choice["message"].get("content") or ""
+            message = body["choices"][0]["message"]
+            content = message.get("content") or ""
+            calls = [
+                ToolCall(
+                    id=str(c["id"]),
+                    name=str(c["function"]["name"]),
+                    arguments=str(c["function"].get("arguments") or "{}"),
+                )
+                for c in message.get("tool_calls") or []
+            ]
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(
                 f"malformed chat completion from {self._url}: no choices[0].message", status=502
@@ -60,10 +80,25 @@ class OpenAICompatibleProvider:
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
             ),
+            tool_calls=calls,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def to_openai_message(message: ContextMessage) -> dict[str, Any]:
+    """The internal message form as OpenAI chat completions expects it."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    return out
 
 
 async def post_json(
