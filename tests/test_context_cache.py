@@ -4,7 +4,7 @@ import random
 
 from activities.context_cache import ContextCache
 from workflows.context import digest, fit_context
-from workflows.messages import ContextMessage, LLMTurnInput
+from workflows.messages import ContextMessage, LLMTurnInput, ToolCall
 
 SYSTEM = ContextMessage(role="system", content="be brief")
 
@@ -76,3 +76,22 @@ def test_failures_and_gaps_miss_and_the_cache_is_bounded() -> None:
     assert cache.context_for(turn_input(history, "z", run_id="r3")) is None
     skipped = [*history, ContextMessage(role="user", content="failed turn")]
     assert cache.context_for(turn_input(skipped, "z", run_id="r2")) is None
+
+
+def test_a_tool_call_is_never_separated_from_its_results() -> None:
+    call = ContextMessage(
+        role="assistant",
+        content="c" * 20,
+        tool_calls=[ToolCall(id="c1", name="calculate", arguments='{"expression": "1+1"}')],
+    )
+    result = ContextMessage(role="tool", content="2" * 50, tool_call_id="c1")
+    question = ContextMessage(role="user", content="q" * 40)
+    answer = ContextMessage(role="assistant", content="a" * 40)
+    history = [question, call, result, answer]
+    # After the answer there is room for the result (50) but not for it with its call (70):
+    # both go.
+    assert fit_context(history, max_chars=100) == [answer]
+    # Room for the call group too: it comes whole, and the question no longer fits.
+    assert fit_context(history, max_chars=120) == [call, result, answer]
+    # A group that is itself the newest unit is kept whole even when it is too large.
+    assert fit_context([question, call, result], max_chars=10) == [call, result]

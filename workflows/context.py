@@ -12,19 +12,35 @@ from workflows.messages import ContextMessage
 def fit_context(messages: Sequence[ContextMessage], max_chars: int) -> list[ContextMessage]:
     """The newest messages whose total length fits `max_chars`, oldest first.
 
-    The newest message is always included. Trimming is stable under appending:
-    fitting (fit(A) + b) gives the same as fitting (A + b), which lets the cache keep only
-    fitted lists.
+    An assistant message that asked for tools and the tool results after it are kept or
+    dropped together, so a call is never separated from its result. The newest unit is always
+    included. Trimming is stable under appending a user message or a plain reply:
+    fit(fit(A) + b) == fit(A + b), which lets the worker cache keep only fitted lists.
     """
-    picked: list[ContextMessage] = []
+    picked: list[list[ContextMessage]] = []
     budget = max_chars
-    for message in reversed(messages):
-        if picked and len(message.content) > budget:
+    for unit in reversed(_units(messages)):
+        size = sum(len(m.content) for m in unit)
+        if picked and size > budget:
             break
-        picked.append(message)
-        budget -= len(message.content)
-    picked.reverse()
-    return picked
+        picked.append(unit)
+        budget -= size
+    return [message for unit in reversed(picked) for message in unit]
+
+
+def _units(messages: Sequence[ContextMessage]) -> list[list[ContextMessage]]:
+    """Single messages, except a tool-calling assistant message grouped with its results."""
+    units: list[list[ContextMessage]] = []
+    for message in messages:
+        if message.role == "tool" and units and _open_call_group(units[-1]):
+            units[-1].append(message)
+        else:
+            units.append([message])
+    return units
+
+
+def _open_call_group(unit: list[ContextMessage]) -> bool:
+    return unit[0].role == "assistant" and bool(unit[0].tool_calls)
 
 
 def digest(text: str) -> str:
