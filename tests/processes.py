@@ -1,5 +1,6 @@
 """Real worker and gateway processes for tests that need them (HTTP, crashes, the model)."""
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
@@ -77,6 +79,19 @@ class Gateway:
         client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
         self.clients.append(client)
         return client
+
+
+async def poll_reply(client: httpx.AsyncClient, url: str, seconds: float = 20) -> Any:
+    """GET a reply URL until it answers 200. 202 means not yet; 503 means no worker is up to
+    answer the query (as during a crash test); anything else fails the test."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        response = await client.get(url)
+        if response.status_code == 200:
+            return response.json()
+        assert response.status_code in (202, 503), response.text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no reply within {seconds} s")
 
 
 def start_gateway(environ: dict[str, str]) -> Gateway:

@@ -9,14 +9,11 @@ import uuid
 from pathlib import Path
 
 from temporalio.client import WorkflowExecution
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from api.service import SessionService
 from common.ids import workflow_id
-from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.process import exit_without_finalizers
-from devstack.server import FAST_SERVER_ARGS, binary
+from devstack.server import start_dev_env
 from tests.conftest import scripted_settings
 from worker.build import build_worker
 from workflows.messages import SendMessage, SessionConfig
@@ -26,12 +23,7 @@ OWNER = "recorder"
 
 
 async def record() -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=pydantic_data_converter,
-        search_attributes=[OWNER_ATTRIBUTE, STATUS_ATTRIBUTE],
-        dev_server_extra_args=FAST_SERVER_ARGS,
-    )
+    env = await start_dev_env()
     settings = scripted_settings(f"tq-record-{uuid.uuid4().hex[:8]}")
     service = SessionService(env.client, settings)
 

@@ -4,13 +4,12 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from common.ids import workflow_id
-from tests.processes import running, stack_env, start, start_gateway
+from tests.processes import poll_reply, running, stack_env, start, start_gateway
 
 
 async def test_worker_killed_mid_turn_loses_and_duplicates_nothing(
@@ -33,7 +32,7 @@ async def test_worker_killed_mid_turn_loses_and_duplicates_nothing(
         first_worker.kill_hard()
         second_worker = start("worker", environ)
         with running(second_worker):
-            reply = await poll(alice, sent.headers["Location"], seconds=60)
+            reply = await poll_reply(alice, sent.headers["Location"], seconds=60)
             history = (await alice.get(f"/v1/sessions/{session_id}/messages")).json()
         assert reply["reply"]["content"] == "echo: survive this"
         assert [(m["role"], m["id"]) for m in history["messages"]] == [
@@ -58,13 +57,3 @@ async def wait_for_running_activity(handle: WorkflowHandle[Any, Any]) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the model call never started")
-
-
-async def poll(client: httpx.AsyncClient, url: str, seconds: float) -> Any:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        response = await client.get(url)
-        if response.status_code == 200:
-            return response.json()
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"no reply within {seconds} s")

@@ -13,6 +13,7 @@ from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
     Gateway,
+    poll_reply,
     running,
     stack_env,
     start,
@@ -165,16 +166,6 @@ async def test_a_slow_reply_past_the_wait_limit_becomes_202(alice: httpx.AsyncCl
     reply = await poll_reply(alice, response.headers["Location"])
     assert reply["reply"]["content"] == "echo: slow"
     assert len(await messages(alice, session_id)) == 2
-
-
-async def poll_reply(client: httpx.AsyncClient, url: str) -> Any:
-    for _ in range(200):
-        response = await client.get(url)
-        if response.status_code == 200:
-            return response.json()
-        assert response.status_code == 202, response.text
-        await asyncio.sleep(0.1)
-    raise AssertionError("no reply within 20 s")
 
 
 async def test_users_never_see_each_others_sessions(

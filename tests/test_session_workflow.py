@@ -136,8 +136,7 @@ async def test_concurrent_sends_queue_and_never_interleave(ts: Harness) -> None:
     history = await ts.history(session_id)
     assert len(history) == 2 * len(contents)
     for user, reply in zip(history[::2], history[1::2], strict=True):
-        assert reply.reply_to == user.id
-        assert [m.turn for m in (user, reply)] == [user.turn, user.turn]
+        assert (reply.reply_to, reply.turn) == (user.id, user.turn)
     assert [m.turn for m in history[::2]] == list(range(1, len(contents) + 1))
 
 

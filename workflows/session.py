@@ -194,28 +194,22 @@ class ChatSessionWorkflow:
                 retry_policy=LLM_RETRY,
                 summary=f"{model} · turn {turn} · {self._usage.total_tokens} tokens so far",
             )
-            reply = self._append(
-                id=f"{item.message_id}.reply",
-                role="assistant",
-                content=result.content,
-                created_at=workflow.now(),
-                turn=turn,
-                reply_to=item.message_id,
-                model=result.model,
-                usage=result.usage,
-            )
+            content, usage, error = result.content, result.usage, None
+            model = result.model
             self._usage = self._usage.plus(result.usage)
         except ActivityError as err:
-            reply = self._append(
-                id=f"{item.message_id}.reply",
-                role="assistant",
-                content="",
-                created_at=workflow.now(),
-                turn=turn,
-                reply_to=item.message_id,
-                model=model,
-                error=_describe_failure(err),
-            )
+            content, usage, error = "", None, _describe_failure(err)
+        reply = self._append(
+            id=f"{item.message_id}.reply",
+            role="assistant",
+            content=content,
+            created_at=workflow.now(),
+            turn=turn,
+            reply_to=item.message_id,
+            model=model,
+            usage=usage,
+            error=error,
+        )
         self._reply_seq[item.message_id] = reply.seq
         self._last_activity = workflow.now()
         self._state = "active"
@@ -239,9 +233,7 @@ class ChatSessionWorkflow:
         await workflow.wait_condition(lambda: self._ready)
         self._accept(msg)
         await workflow.wait_condition(lambda: msg.message_id in self._reply_seq)
-        return Reply(
-            message_id=msg.message_id, reply=self._messages[self._reply_seq[msg.message_id] - 1]
-        )
+        return Reply(message_id=msg.message_id, reply=self._reply_to(msg.message_id))
 
     @send_message_and_wait.validator
     def _validate_send(self, msg: SendMessage) -> None:
@@ -304,8 +296,9 @@ class ChatSessionWorkflow:
     @workflow.query(name="reply")
     def reply(self, message_id: str) -> ReplyLookup:
         if message_id in self._reply_seq:
-            message = self._messages[self._reply_seq[message_id] - 1]
-            return ReplyLookup(message_id=message_id, state="done", reply=message)
+            return ReplyLookup(
+                message_id=message_id, state="done", reply=self._reply_to(message_id)
+            )
         if message_id in self._user_seq:
             return ReplyLookup(message_id=message_id, state="working")
         if any(q.message_id == message_id for q in self._queue):
@@ -335,6 +328,9 @@ class ChatSessionWorkflow:
         return self._carry()
 
     # ---- state -------------------------------------------------------------------------
+
+    def _reply_to(self, message_id: str) -> ChatMessage:
+        return self._messages[self._reply_seq[message_id] - 1]
 
     def _append(self, **fields: Any) -> ChatMessage:
         message = ChatMessage(seq=len(self._messages) + 1, **fields)
