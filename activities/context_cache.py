@@ -29,6 +29,8 @@ class ContextCache:
         self._max_chars = max_chars
 
     def context_for(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
+        if turn.step > 1:  # after tool calls: their results are only in the workflow
+            return None
         if turn.upto_seq == 1:  # a session's first message: everything is in the input
             user = ContextMessage(role="user", content=turn.user_message)
             if turn.system_prompt:

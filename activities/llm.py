@@ -4,9 +4,6 @@ Retry decisions are made here, once: 408/409/429/5xx and connection failures are
 (Retry-After becomes the next retry delay), every other failure is not.
 """
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio import activity
@@ -14,11 +11,19 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.context_cache import ContextCache
+from activities.heartbeat import heartbeating
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from common.settings import Settings
-from workflows.messages import ContextMessage, LLMContextRequest, LLMTurnInput, LLMTurnResult
-
-HEARTBEAT_EVERY_SECONDS = 2.0
+from tools.registry import ToolRegistry
+from workflows.messages import (
+    ContextMessage,
+    LLMContextRequest,
+    LLMTurnInput,
+    LLMTurnResult,
+    ToolCall,
+    ToolPolicy,
+    ToolSpec,
+)
 
 # ApplicationError types, mapped to HTTP statuses by the gateway (api/errors.py).
 PROVIDER_ERROR = "ProviderError"
@@ -26,12 +31,19 @@ BAD_MODEL = "BadModel"
 
 
 class LLMActivities:
-    """Activities that need the worker's Temporal client and provider registry."""
+    """Activities that need the worker's Temporal client, providers and tools."""
 
-    def __init__(self, client: Client, providers: ProviderRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        providers: ProviderRegistry,
+        settings: Settings,
+        tools: ToolRegistry | None = None,
+    ) -> None:
         self._client = client
         self._providers = providers
         self._settings = settings
+        self._tools = tools or ToolRegistry()
         self._contexts = ContextCache(settings.max_cached_workflows, settings.context_max_chars)
 
     @activity.defn(name="generate_reply")
@@ -41,10 +53,13 @@ class LLMActivities:
         except ValueError as err:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
         try:
-            async with _heartbeating():
+            async with heartbeating():
                 context = self._contexts.context_for(turn) or await self._read_context(turn)
                 request = ProviderRequest(
-                    model=model_name, messages=context, max_tokens=self._settings.max_output_tokens
+                    model=model_name,
+                    messages=context,
+                    max_tokens=self._settings.max_output_tokens,
+                    tools=self._tool_specs(turn.tools),
                 )
                 provider = await self._providers.get(provider_name)
                 reply = await provider.complete(request)
@@ -56,8 +71,42 @@ class LLMActivities:
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
-        self._contexts.remember(turn, context, reply.content)
-        return LLMTurnResult(content=reply.content, model=turn.model, usage=reply.usage)
+        calls = _unique_ids(reply.tool_calls, turn)
+        if calls:
+            self._contexts.forget(turn)  # the next step's context has tool results: query it
+        else:
+            self._contexts.remember(turn, context, reply.content)
+        return LLMTurnResult(
+            content=reply.content,
+            model=turn.model,
+            usage=reply.usage,
+            tool_calls=calls,
+            tool_policies={call.name: self._policy(call.name) for call in calls},
+        )
+
+    def _tool_specs(self, names: list[str]) -> list[ToolSpec]:
+        """The session's tools this worker has (a name it lacks is simply not offered)."""
+        specs = []
+        for name in names:
+            item = self._tools.get(name)
+            if item is not None:
+                spec = item.definition()
+                specs.append(
+                    ToolSpec(
+                        name=spec.name, description=spec.description, parameters=spec.parameters
+                    )
+                )
+        return specs
+
+    def _policy(self, name: str) -> ToolPolicy:
+        item = self._tools.get(name)
+        if item is None:
+            return ToolPolicy()
+        return ToolPolicy(
+            needs_approval=item.needs_approval,
+            timeout_seconds=item.timeout_seconds,
+            max_attempts=item.max_attempts,
+        )
 
     async def _read_context(self, turn: LLMTurnInput) -> list[ContextMessage]:
         # Imported here: the workflow module is only needed for its query's name and types.
@@ -70,17 +119,14 @@ class LLMActivities:
         )
 
 
-@asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while a generation runs, so a dead worker's turn moves on within seconds."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
+def _unique_ids(calls: list[ToolCall], turn: LLMTurnInput) -> list[ToolCall]:
+    """Every call gets an id unique within the turn: approvals and results are keyed on it."""
+    seen: set[str] = set()
+    unique = []
+    for index, call in enumerate(calls):
+        call_id = call.id or f"call-{turn.turn}-{turn.step}-{index}"
+        while call_id in seen:
+            call_id = f"{call_id}-{index}"
+        seen.add(call_id)
+        unique.append(call if call_id == call.id else call.model_copy(update={"id": call_id}))
+    return unique

@@ -13,6 +13,7 @@ from api.schemas import Health
 from api.service import SessionService
 from common.settings import Settings, get_settings
 from common.temporal_client import connect
+from tools.configured import configured_registry
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.tools = configured_registry(settings)
         app.state.sessions = SessionService(client or await connect(settings), settings)
         yield
 

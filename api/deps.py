@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from api.service import SessionService
 from common.settings import Settings
+from tools.registry import ToolRegistry
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -22,5 +23,11 @@ async def get_service(request: Request) -> SessionService:
     return service
 
 
+async def get_tools(request: Request) -> ToolRegistry:
+    tools: ToolRegistry = request.app.state.tools
+    return tools
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ServiceDep = Annotated[SessionService, Depends(get_service)]
+ToolsDep = Annotated[ToolRegistry, Depends(get_tools)]

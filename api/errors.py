@@ -17,11 +17,16 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.session import INVALID_MESSAGE, SESSION_BUSY
+from workflows.session import INVALID_MESSAGE, SESSION_BUSY, TOOL_CALL_DECIDED, UNKNOWN_TOOL_CALL
 
 log = logging.getLogger("api.errors")
 
-APPLICATION_ERROR_STATUS = {INVALID_MESSAGE: 422, SESSION_BUSY: 429}
+APPLICATION_ERROR_STATUS = {
+    INVALID_MESSAGE: 422,
+    SESSION_BUSY: 429,
+    UNKNOWN_TOOL_CALL: 404,
+    TOOL_CALL_DECIDED: 409,
+}
 RETRY_AFTER_SECONDS = "1"
 
 

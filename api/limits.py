@@ -2,6 +2,7 @@
 
 from api.errors import ApiError
 from common.settings import Settings, split_model
+from tools.registry import ToolRegistry
 
 
 def check_content(settings: Settings, content: str) -> None:
@@ -49,3 +50,20 @@ def check_model(settings: Settings, model: str | None) -> str:
             + ", ".join(sorted(available)),
         )
     return model
+
+
+def check_tools(settings: Settings, registry: ToolRegistry, names: list[str]) -> list[str]:
+    """The session's tool names, de-duplicated in order; unknown names are refused by name."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) > settings.max_tools_per_session:
+        raise ApiError(
+            422, f"{len(unique)} tools named; a session may have {settings.max_tools_per_session}"
+        )
+    unknown = [name for name in unique if name not in registry]
+    if unknown:
+        available = ", ".join(registry.names()) or "none"
+        raise ApiError(
+            422,
+            f"unknown tools: {', '.join(unknown)}; available: {available} (GET /v1/tools)",
+        )
+    return unique

@@ -5,9 +5,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from api.auth import CurrentUser
-from api.deps import ServiceDep, SettingsDep
+from api.deps import ServiceDep, SettingsDep, ToolsDep
 from api.errors import ApiError
-from api.limits import check_content, check_model, check_system_prompt, check_timeout
+from api.limits import (
+    check_content,
+    check_model,
+    check_system_prompt,
+    check_timeout,
+    check_tools,
+)
 from api.schemas import (
     CreateSession,
     ErrorBody,
@@ -17,9 +23,18 @@ from api.schemas import (
     PostMessage,
     SessionCreated,
     SessionList,
+    SessionTools,
+    ToolCallDecision,
+    ToolList,
 )
 from common.ids import is_valid_id, new_id
-from workflows.messages import SendMessage, SessionConfig, SessionStatus
+from workflows.messages import (
+    RecordedToolCall,
+    SendMessage,
+    SessionConfig,
+    SessionStatus,
+    ToolDecision,
+)
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "Missing or unknown API key."},
@@ -35,7 +50,11 @@ router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, tags=["sessions"])
 async def create_session(
-    body: CreateSession, user: CurrentUser, service: ServiceDep, settings: SettingsDep
+    body: CreateSession,
+    user: CurrentUser,
+    service: ServiceDep,
+    settings: SettingsDep,
+    tools: ToolsDep,
 ) -> SessionCreated:
     """Start a session. It ends itself after its inactivity timeout; a message resumes it."""
     check_system_prompt(settings, body.system_prompt)
@@ -44,6 +63,9 @@ async def create_session(
         model=check_model(settings, body.model),
         inactivity_timeout_seconds=check_timeout(settings, body.inactivity_timeout_seconds),
         max_turns_per_run=settings.max_turns_per_run,
+        tools=check_tools(settings, tools, body.tools),
+        max_tool_steps=settings.max_tool_steps,
+        approval_timeout_seconds=settings.tool_approval_timeout_seconds,
     )
     session_id = body.session_id or new_id()
     await service.create(user, session_id, config)
@@ -52,6 +74,7 @@ async def create_session(
         model=config.model,
         system_prompt=config.system_prompt,
         inactivity_timeout_seconds=config.inactivity_timeout_seconds,
+        tools=config.tools,
         temporal_ui_url=service.ui_url(user, session_id),
     )
 
@@ -144,6 +167,43 @@ async def list_messages(
     _check_id(session_id)
     page = await service.history(user, session_id, after, limit)
     return MessagePage(messages=page.messages, next=page.next)
+
+
+@router.get("/tools", tags=["tools"])
+async def list_tools(user: CurrentUser, tools: ToolsDep) -> ToolList:
+    """The tools a session may name, with the JSON schema of their arguments."""
+    return ToolList(tools=tools.definitions())
+
+
+@router.put("/sessions/{session_id}/tools", tags=["tools"])
+async def set_session_tools(
+    session_id: str,
+    body: SessionTools,
+    user: CurrentUser,
+    service: ServiceDep,
+    settings: SettingsDep,
+    tools: ToolsDep,
+) -> SessionStatus:
+    """Replace the session's tools; a turn in progress uses them from its next model call."""
+    _check_id(session_id)
+    return await service.set_tools(user, session_id, check_tools(settings, tools, body.tools))
+
+
+@router.post(
+    "/sessions/{session_id}/tool-calls/{call_id}/decision",
+    tags=["tools"],
+    responses={409: {"model": ErrorBody, "description": "The call was already decided."}},
+)
+async def decide_tool_call(
+    session_id: str, call_id: str, body: ToolCallDecision, user: CurrentUser, service: ServiceDep
+) -> RecordedToolCall:
+    """Approve or deny a tool call that waits for approval (see the session's
+    `pending_approvals`). A denial, with its reason, is told to the model."""
+    _check_id(session_id)
+    if not call_id or len(call_id) > 200:
+        raise ApiError(404, f"no tool call {call_id!r} is waiting for a decision")
+    decision = ToolDecision(call_id=call_id, approve=body.approve, reason=body.reason)
+    return await service.decide_tool_call(user, session_id, decision)
 
 
 def _pending(response: Response, session_id: str, message_id: str, state: str) -> MessagePending:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.ids import ID_PATTERN
+from tools.registry import ToolDefinition
 from workflows.messages import ChatMessage, SessionState
 
 
@@ -23,6 +24,7 @@ class CreateSession(BaseModel):
                     "system_prompt": "You are a concise travel assistant.",
                     "model": "local/smollm2",
                     "inactivity_timeout_seconds": 7200,
+                    "tools": ["resolve_date", "calculate"],
                 }
             ]
         },
@@ -44,6 +46,11 @@ class CreateSession(BaseModel):
         description="The session ends itself after this long without a message (default 7200). "
         "A later message resumes it with its history.",
     )
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Names of tools the model may call (see `GET /v1/tools`).",
+        max_length=256,
+    )
 
 
 class SessionCreated(BaseModel):
@@ -51,6 +58,7 @@ class SessionCreated(BaseModel):
     model: str
     system_prompt: str | None
     inactivity_timeout_seconds: int
+    tools: list[str]
     temporal_ui_url: str = Field(description="This session in the Temporal Web UI.")
 
 
@@ -99,6 +107,32 @@ class SessionSummary(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionSummary]
+
+
+class ToolList(BaseModel):
+    tools: list[ToolDefinition]
+
+
+class SessionTools(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tools": ["calculate"]}]}
+    )
+
+    tools: list[str] = Field(
+        description="The session's tools from now on (replaces the list).", max_length=256
+    )
+
+
+class ToolCallDecision(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"approve": False, "reason": "Not that account."}]},
+    )
+
+    approve: bool
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Told to the model with a denial."
+    )
 
 
 class Health(BaseModel):

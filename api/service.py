@@ -35,12 +35,15 @@ from common.settings import Settings
 from workflows.messages import (
     HistoryPage,
     HistoryRequest,
+    RecordedToolCall,
     Reply,
     ReplyLookup,
     SendMessage,
     SessionConfig,
     SessionInput,
     SessionStatus,
+    SetTools,
+    ToolDecision,
 )
 from workflows.session import ChatSessionWorkflow
 
@@ -145,6 +148,38 @@ class SessionService:
     async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
         handle = await self._existing(owner, session_id)
         return await handle.query(ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT)
+
+    # ---- tools -------------------------------------------------------------------------
+
+    async def decide_tool_call(
+        self, owner: str, session_id: str, decision: ToolDecision
+    ) -> RecordedToolCall:
+        handle = await self._existing(owner, session_id)
+        decided: RecordedToolCall = await self._running_update(
+            handle, session_id, "decide_tool_call", decision, RecordedToolCall
+        )
+        return decided
+
+    async def set_tools(self, owner: str, session_id: str, tools: list[str]) -> SessionStatus:
+        handle = await self._existing(owner, session_id)
+        status: SessionStatus = await self._running_update(
+            handle, session_id, "set_tools", SetTools(tools=tools), SessionStatus
+        )
+        return status
+
+    async def _running_update(
+        self, handle: Handle, session_id: str, name: str, arg: Any, result_type: type[Any]
+    ) -> Any:
+        """An update that only makes sense while the session runs (a closed one is not resumed)."""
+        try:
+            return await handle.execute_update(name, arg, result_type=result_type)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        raise ApiError(
+            409,
+            f"session {session_id!r} has ended or expired; send it a message to resume it first",
+        )
 
     # ---- reading -----------------------------------------------------------------------
 

@@ -11,7 +11,12 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.ids import is_valid_id
-from workflows.messages import DEFAULT_INACTIVITY_TIMEOUT_SECONDS, DEFAULT_MAX_TURNS_PER_RUN
+from workflows.messages import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    DEFAULT_INACTIVITY_TIMEOUT_SECONDS,
+    DEFAULT_MAX_TOOL_STEPS,
+    DEFAULT_MAX_TURNS_PER_RUN,
+)
 
 PROVIDERS = ("local", "openai", "anthropic", "scripted")
 
@@ -62,6 +67,27 @@ class Settings(BaseSettings):
     local_threads: int | None = None
     scripted_provider_enabled: bool = False
     provider_timeout_seconds: float = 120.0
+
+    # Tools (the gateway and the worker must load the same ones)
+    tool_modules: list[str] = Field(
+        default_factory=list,
+        description='Dotted module paths whose @tool functions are loaded, e.g. ["acme.tools"].',
+    )
+    tool_package_entry_points: bool = Field(
+        default=True,
+        description="Also load tools that installed packages advertise under the "
+        "`durable_chat.tools` entry-point group.",
+    )
+    tool_max_output_chars: int = 16_000
+    max_tools_per_session: int = 32
+    max_tool_steps: int = DEFAULT_MAX_TOOL_STEPS
+    tool_approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    http_fetch_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts the http_fetch tool may GET; the tool exists only when this is set.",
+    )
+    http_fetch_max_bytes: int = 100_000
+    http_fetch_timeout_seconds: float = 10.0
 
     # Worker
     max_concurrent_activities: int = 20

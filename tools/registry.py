@@ -37,17 +37,20 @@ ENTRY_POINT_GROUP = "durable_chat.tools"
 class ToolContext:
     """Who is calling: lets a tool with side effects make them idempotent.
 
-    The same (session_id, turn, call_id) arrives again when a call is retried or replayed after
-    a crash, so a tool that writes somewhere should key the write on `idempotency_key`.
+    The same (owner, session_id, turn, call_id) arrives again when a call is retried after a
+    timeout or a lost worker, so a tool that writes somewhere should key the write on
+    `idempotency_key` (unique across users: session ids are only unique per owner).
     """
 
     session_id: str
     turn: int
     call_id: str
+    owner: str = ""
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.session_id}:{self.turn}:{self.call_id}"
+        prefix = f"{self.owner}:" if self.owner else ""
+        return f"{prefix}{self.session_id}:{self.turn}:{self.call_id}"
 
 
 class ToolError(Exception):

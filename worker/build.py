@@ -8,21 +8,29 @@ from temporalio.worker import Worker
 from activities.llm import LLMActivities
 from activities.providers import ProviderRegistry
 from activities.session_store import SessionStoreActivities
+from activities.tools import ToolActivities
 from common.settings import Settings
+from tools.configured import configured_registry
+from tools.registry import ToolRegistry
 from workflows.session import ChatSessionWorkflow
 
 
 def build_worker(
-    client: Client, settings: Settings, providers: ProviderRegistry | None = None
+    client: Client,
+    settings: Settings,
+    providers: ProviderRegistry | None = None,
+    tools: ToolRegistry | None = None,
 ) -> Worker:
     providers = providers or ProviderRegistry(settings)
-    llm = LLMActivities(client, providers, settings)
+    tools = tools if tools is not None else configured_registry(settings)
+    llm = LLMActivities(client, providers, settings, tools)
     store = SessionStoreActivities(client)
+    tool_runner = ToolActivities(tools)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ChatSessionWorkflow],
-        activities=[llm.generate_reply, store.load_previous_session],
+        activities=[llm.generate_reply, tool_runner.run_tool, store.load_previous_session],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 Role = Literal["system", "user", "assistant", "tool"]
-SessionState = Literal["active", "working", "expired", "ended"]
+SessionState = Literal["active", "working", "awaiting_approval", "expired", "ended"]
+ApprovalState = Literal["pending", "approved", "denied", "timed_out"]
 
 # Hard limits the workflow itself enforces (its update validator); the gateway's configurable
 # limits are tighter and are checked before anything reaches Temporal.
@@ -18,6 +19,9 @@ MAX_CONTENT_CHARS = 100_000
 MAX_QUEUED_MESSAGES = 100
 DEFAULT_INACTIVITY_TIMEOUT_SECONDS = 2 * 60 * 60
 DEFAULT_MAX_TURNS_PER_RUN = 250
+DEFAULT_MAX_TOOL_STEPS = 8
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 15 * 60
+MAX_TOOLS_PER_SESSION = 64
 
 
 class Usage(BaseModel):
@@ -34,6 +38,26 @@ class Usage(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
         )
+
+
+class ToolCall(BaseModel):
+    """A model's request to run a tool: one form for OpenAI `tool_calls` and Anthropic `tool_use`.
+
+    `arguments` is the JSON text as the model wrote it; the tool registry validates it.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+class RecordedToolCall(ToolCall):
+    """A tool call as history keeps it: with its approval state when the tool needs one."""
+
+    approval: ApprovalState | None = Field(
+        default=None, description="Null when the tool needs no approval."
+    )
+    decision_reason: str | None = None
 
 
 class ChatMessage(BaseModel):
@@ -53,6 +77,23 @@ class ChatMessage(BaseModel):
     error: str | None = Field(
         default=None, description="Set when the turn failed; the session stays usable."
     )
+    tool_calls: list[RecordedToolCall] = Field(
+        default_factory=list,
+        description="On an assistant message: the tools the model asked for. Their results "
+        "follow as `tool` messages, in the same order.",
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="On a tool message: the call this is the result of."
+    )
+    tool_name: str | None = Field(default=None, description="On a tool message: the tool.")
+    is_error: bool = Field(
+        default=False,
+        description="On a tool message: the call failed, was refused or had invalid "
+        "arguments; the model was told so.",
+    )
+    truncated: bool = Field(
+        default=False, description="On a tool message: the output was cut to the size cap."
+    )
 
 
 class SessionConfig(BaseModel):
@@ -60,6 +101,15 @@ class SessionConfig(BaseModel):
     model: str
     inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
     max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
+    tools: list[str] = Field(default_factory=list, description="Tools the model may call.")
+    max_tool_steps: int = Field(
+        default=DEFAULT_MAX_TOOL_STEPS,
+        description="Model calls per turn; the last may not ask for more tools.",
+    )
+    approval_timeout_seconds: int = Field(
+        default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        description="A tool call waiting for approval longer than this is denied.",
+    )
 
 
 class SendMessage(BaseModel):
@@ -133,40 +183,61 @@ class HistoryPage(BaseModel):
     )
 
 
-class SessionStatus(BaseModel):
-    owner: str
-    session_id: str
-    status: SessionState
-    model: str
-    system_prompt: str | None
-    inactivity_timeout_seconds: int
-    turns: int
-    messages: int
-    queued: int
-    created_at: datetime
-    last_activity_at: datetime
-    expires_at: datetime | None
-    usage: Usage
-    runs: int
-
-
-class ToolCall(BaseModel):
-    """A model's request to run a tool: one form for OpenAI `tool_calls` and Anthropic `tool_use`.
-
-    `arguments` is the JSON text as the model wrote it; the tool registry validates it.
-    """
-
-    id: str
-    name: str
-    arguments: str
-
-
 class ToolSpec(BaseModel):
     """What the model is told about a tool; `parameters` is a generated JSON schema."""
 
     name: str
     description: str
     parameters: dict[str, Any]
+
+
+class ToolPolicy(BaseModel):
+    """How the workflow runs one tool; decided by the worker's registry, recorded in history."""
+
+    needs_approval: bool = False
+    timeout_seconds: float = 30.0
+    max_attempts: int = 1
+
+
+class PendingApproval(BaseModel):
+    call_id: str
+    name: str
+    arguments: str
+    message_id: str = Field(description="The user message whose turn asked for the call.")
+    turn: int
+    requested_at: datetime
+    deadline: datetime = Field(description="Denied automatically if not decided by then.")
+
+
+class ToolDecision(BaseModel):
+    """The owner's answer to a call waiting for approval (update `decide_tool_call`)."""
+
+    call_id: str
+    approve: bool
+    reason: str | None = None
+
+
+class SetTools(BaseModel):
+    """Replace the session's tools (update `set_tools`); applies from the next model call."""
+
+    tools: list[str]
+
+
+class ToolCallInput(BaseModel):
+    """One tool call, with who made it, so a tool with side effects can be idempotent."""
+
+    owner: str
+    session_id: str
+    workflow_id: str
+    turn: int
+    call: ToolCall
+    max_attempts: int = 1
+
+
+class ToolOutcome(BaseModel):
+    content: str
+    is_error: bool = False
+    truncated: bool = False
 
 
 class ContextMessage(BaseModel):
@@ -208,9 +279,36 @@ class LLMTurnInput(BaseModel):
         description="Digest of the message just before this turn's user message, so a "
         "cached transcript is used only if it ends exactly there.",
     )
+    step: int = Field(
+        default=1, description="1 for the turn's first model call, +1 after each tool round."
+    )
+    tools: list[str] = Field(default_factory=list, description="Tools the model may ask for.")
 
 
 class LLMTurnResult(BaseModel):
     content: str
     model: str
     usage: Usage
+    tool_calls: list[ToolCall] = []
+    tool_policies: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description="For each tool named in `tool_calls`."
+    )
+
+
+class SessionStatus(BaseModel):
+    owner: str
+    session_id: str
+    status: SessionState
+    model: str
+    system_prompt: str | None
+    inactivity_timeout_seconds: int
+    turns: int
+    messages: int
+    queued: int
+    created_at: datetime
+    last_activity_at: datetime
+    expires_at: datetime | None
+    usage: Usage
+    runs: int
+    tools: list[str] = []
+    pending_approvals: list[PendingApproval] = []

@@ -8,6 +8,7 @@ once the run's history is long enough.
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         MAX_CONTENT_CHARS,
         MAX_QUEUED_MESSAGES,
+        MAX_TOOLS_PER_SESSION,
         CarriedState,
         ChatMessage,
         ContextMessage,
@@ -31,16 +33,25 @@ with workflow.unsafe.imports_passed_through():
         LLMContextRequest,
         LLMTurnInput,
         LLMTurnResult,
+        PendingApproval,
         PreviousSessionRequest,
         QueuedMessage,
+        RecordedToolCall,
         Reply,
         ReplyLookup,
         SendMessage,
         SessionInput,
         SessionState,
         SessionStatus,
+        SetTools,
+        ToolCall,
+        ToolCallInput,
+        ToolDecision,
+        ToolOutcome,
+        ToolPolicy,
         Usage,
     )
+    from workflows.tool_calls import denied_outcome, short_arguments, unavailable_outcome
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -50,11 +61,24 @@ LLM_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
 )
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+TOOL_START_TO_CLOSE_MARGIN = timedelta(seconds=10)
+TOOL_MIN_ATTEMPTS = 3  # a worker lost mid-call is retried even for a single-attempt tool
 MAX_HISTORY_PAGE = 500
 
 # ApplicationError types raised by handlers; the gateway maps them to HTTP statuses.
 INVALID_MESSAGE = "InvalidMessage"
 SESSION_BUSY = "SessionBusy"
+UNKNOWN_TOOL_CALL = "UnknownToolCall"
+TOOL_CALL_DECIDED = "ToolCallDecided"
+
+
+@dataclass
+class _TurnOutcome:
+    content: str
+    model: str
+    usage: Usage | None
+    error: str | None = None
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -78,6 +102,8 @@ class ChatSessionWorkflow:
         self._end_requested = False
         self._ready = False  # false until a resumed run has loaded its previous history
         self._alarm: asyncio.Future[None] = _rung()
+        self._approvals: dict[str, PendingApproval] = {}  # this turn's calls awaiting a human
+        self._decided: dict[str, RecordedToolCall] = {}  # this turn's calls needing approval
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -171,48 +197,201 @@ class ChatSessionWorkflow:
         )
         self._user_seq[item.message_id] = user.seq
         self._state = "working"
-        model = self._config.model
-        previous = self._messages[user.seq - 2] if user.seq > 1 else None
-        try:
-            result = await workflow.execute_activity(
-                "generate_reply",
-                LLMTurnInput(
-                    workflow_id=workflow.info().workflow_id,
-                    run_id=workflow.info().run_id,
-                    turn=turn,
-                    upto_seq=user.seq,
-                    model=model,
-                    user_message=item.content,
-                    system_prompt=self._config.system_prompt if user.seq == 1 else None,
-                    previous_digest=(
-                        digest(previous.content) if previous and previous.error is None else None
-                    ),
-                ),
-                result_type=LLMTurnResult,
-                start_to_close_timeout=LLM_START_TO_CLOSE,
-                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
-                retry_policy=LLM_RETRY,
-                summary=f"{model} · turn {turn} · {self._usage.total_tokens} tokens so far",
-            )
-            content, usage, error = result.content, result.usage, None
-            model = result.model
-            self._usage = self._usage.plus(result.usage)
-        except ActivityError as err:
-            content, usage, error = "", None, _describe_failure(err)
+        self._approvals.clear()
+        self._decided.clear()
+        outcome = await self._converse(item, turn, user)
         reply = self._append(
             id=f"{item.message_id}.reply",
             role="assistant",
-            content=content,
+            content=outcome.content,
             created_at=workflow.now(),
             turn=turn,
             reply_to=item.message_id,
-            model=model,
-            usage=usage,
-            error=error,
+            model=outcome.model,
+            usage=outcome.usage,
+            error=outcome.error,
         )
         self._reply_seq[item.message_id] = reply.seq
         self._last_activity = workflow.now()
         self._state = "active"
+        workflow.set_current_details(self._details())
+
+    async def _converse(self, item: QueuedMessage, turn: int, user: ChatMessage) -> _TurnOutcome:
+        """Model, then the tools it asks for, then the model again, up to `max_tool_steps`."""
+        usage: Usage | None = None
+        model = self._config.model
+        steps = max(self._config.max_tool_steps, 1)
+        for step in range(1, steps + 1):
+            try:
+                result = await self._call_model(item, turn, user, step)
+            except ActivityError as err:
+                return _TurnOutcome("", model, usage, _describe_failure(err))
+            model = result.model
+            usage = result.usage if usage is None else usage.plus(result.usage)
+            self._usage = self._usage.plus(result.usage)
+            if not result.tool_calls:
+                return _TurnOutcome(result.content, model, usage)
+            if step == steps:
+                return _TurnOutcome(
+                    result.content,
+                    model,
+                    usage,
+                    f"Stopped after {steps} model calls in one turn (the session's "
+                    "max_tool_steps) while the model still wanted tools; send another message "
+                    "to let it continue.",
+                )
+            await self._run_tools(item, turn, step, result)
+        raise AssertionError("unreachable: the last step always returns")
+
+    async def _call_model(
+        self, item: QueuedMessage, turn: int, user: ChatMessage, step: int
+    ) -> LLMTurnResult:
+        model = self._config.model
+        first = step == 1
+        previous = self._messages[user.seq - 2] if first and user.seq > 1 else None
+        result: LLMTurnResult = await workflow.execute_activity(
+            "generate_reply",
+            LLMTurnInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                turn=turn,
+                upto_seq=user.seq if first else len(self._messages),
+                model=model,
+                user_message=item.content if first else "",
+                system_prompt=self._config.system_prompt if user.seq == 1 else None,
+                previous_digest=(
+                    digest(previous.content) if previous and previous.error is None else None
+                ),
+                step=step,
+                tools=self._config.tools,
+            ),
+            result_type=LLMTurnResult,
+            start_to_close_timeout=LLM_START_TO_CLOSE,
+            heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
+            retry_policy=LLM_RETRY,
+            summary=(
+                f"{model} · turn {turn}"
+                + (f" · step {step}" if not first else "")
+                + f" · {self._usage.total_tokens} tokens so far"
+            ),
+        )
+        return result
+
+    async def _run_tools(
+        self, item: QueuedMessage, turn: int, step: int, result: LLMTurnResult
+    ) -> None:
+        """Record the calls, wait for any approvals, run them in parallel, record results.
+
+        Results are appended in the order the model asked, after all calls finish, so each
+        call is followed by its result whatever order they complete in.
+        """
+        policies = result.tool_policies
+        calls = [
+            RecordedToolCall(
+                **call.model_dump(),
+                approval="pending" if _policy(policies, call).needs_approval else None,
+            )
+            for call in result.tool_calls
+        ]
+        self._append(
+            id=f"{item.message_id}.s{step}",
+            role="assistant",
+            content=result.content,
+            created_at=workflow.now(),
+            turn=turn,
+            model=result.model,
+            tool_calls=calls,
+        )
+        if any(call.approval == "pending" for call in calls):
+            await self._await_approvals(item, turn, calls)
+        outcomes = await asyncio.gather(
+            *(self._run_tool(turn, call, _policy(policies, call)) for call in calls)
+        )
+        for index, (call, outcome) in enumerate(zip(calls, outcomes, strict=True)):
+            self._append(
+                id=f"{item.message_id}.s{step}.{index}",
+                role="tool",
+                content=outcome.content,
+                created_at=workflow.now(),
+                turn=turn,
+                tool_call_id=call.id,
+                tool_name=call.name,
+                is_error=outcome.is_error,
+                truncated=outcome.truncated,
+            )
+
+    async def _run_tool(self, turn: int, call: RecordedToolCall, policy: ToolPolicy) -> ToolOutcome:
+        if call.approval in ("denied", "timed_out"):
+            return denied_outcome(call)
+        if call.name not in self._config.tools:
+            return unavailable_outcome(call.name, self._config.tools)
+        try:
+            outcome: ToolOutcome = await workflow.execute_activity(
+                "run_tool",
+                ToolCallInput(
+                    owner=self._owner,
+                    session_id=self._session_id,
+                    workflow_id=workflow.info().workflow_id,
+                    turn=turn,
+                    call=ToolCall(id=call.id, name=call.name, arguments=call.arguments),
+                    max_attempts=policy.max_attempts,
+                ),
+                result_type=ToolOutcome,
+                start_to_close_timeout=(
+                    timedelta(seconds=policy.timeout_seconds) + TOOL_START_TO_CLOSE_MARGIN
+                ),
+                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=10),
+                    maximum_attempts=max(policy.max_attempts, TOOL_MIN_ATTEMPTS),
+                ),
+                summary=f"{call.name}({short_arguments(call.arguments)}) · turn {turn}",
+            )
+            return outcome
+        except ActivityError as err:
+            cause = err.cause.message if isinstance(err.cause, ApplicationError) else err.cause
+            return ToolOutcome(content=f"Tool {call.name!r} failed: {cause or err}", is_error=True)
+
+    async def _await_approvals(
+        self, item: QueuedMessage, turn: int, calls: list[RecordedToolCall]
+    ) -> None:
+        """Wait for the owner's decisions; whatever is undecided at the deadline is denied.
+
+        The wait is a durable timer, so it survives worker and server restarts, and the
+        session cannot expire meanwhile: expiry is only checked between turns.
+        """
+        timeout = timedelta(seconds=self._config.approval_timeout_seconds)
+        deadline = workflow.now() + timeout
+        for call in calls:
+            if call.approval == "pending":
+                self._decided[call.id] = call
+                self._approvals[call.id] = PendingApproval(
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    message_id=item.message_id,
+                    turn=turn,
+                    requested_at=workflow.now(),
+                    deadline=deadline,
+                )
+        self._set_state("awaiting_approval")
+        workflow.set_current_details(self._details())
+        try:
+            await workflow.wait_condition(
+                lambda: not self._approvals, timeout=timeout, timeout_summary="approval deadline"
+            )
+        except TimeoutError:
+            for call_id in list(self._approvals):
+                call = self._decided[call_id]
+                call.approval = "timed_out"
+                call.decision_reason = (
+                    f"No decision within {self._config.approval_timeout_seconds} s."
+                )
+            self._approvals.clear()
+        self._state = "working"
+        # Visibility shows a turn in progress as active, as it does for turns without tools.
+        workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set("active")])
         workflow.set_current_details(self._details())
 
     # ---- messages in -------------------------------------------------------------------
@@ -254,6 +433,56 @@ class ChatSessionWorkflow:
         await workflow.wait_condition(lambda: self._state == "ended" or not self._end_requested)
         return self._status()
 
+    @workflow.update(name="decide_tool_call")
+    def decide_tool_call(self, decision: ToolDecision) -> RecordedToolCall:
+        """Approve or deny a call waiting for approval; repeating the same answer is a no-op."""
+        call = self._decided[decision.call_id]
+        if decision.call_id in self._approvals:
+            call.approval = "approved" if decision.approve else "denied"
+            call.decision_reason = decision.reason
+            del self._approvals[decision.call_id]
+        return call
+
+    @decide_tool_call.validator
+    def _validate_decision(self, decision: ToolDecision) -> None:
+        call = self._decided.get(decision.call_id)
+        if call is None:
+            raise ApplicationError(
+                f"no tool call {decision.call_id!r} is waiting for a decision in this session",
+                type=UNKNOWN_TOOL_CALL,
+                non_retryable=True,
+            )
+        wanted = "approved" if decision.approve else "denied"
+        if call.approval not in ("pending", wanted):
+            state = (call.approval or "decided").replace("_", " ")
+            raise ApplicationError(
+                f"tool call {decision.call_id!r} was already {state}",
+                type=TOOL_CALL_DECIDED,
+                non_retryable=True,
+            )
+
+    @workflow.update(name="set_tools")
+    def set_tools(self, req: SetTools) -> SessionStatus:
+        """Replace the session's tools; a turn in progress uses them from its next model call."""
+        self._config = self._config.model_copy(update={"tools": list(dict.fromkeys(req.tools))})
+        return self._status()
+
+    @set_tools.validator
+    def _validate_tools(self, req: SetTools) -> None:
+        if len(set(req.tools)) > MAX_TOOLS_PER_SESSION:
+            raise ApplicationError(
+                f"a session may have at most {MAX_TOOLS_PER_SESSION} tools",
+                type=INVALID_MESSAGE,
+                non_retryable=True,
+            )
+        bad = [name for name in req.tools if not is_valid_id(name)]
+        if bad:
+            raise ApplicationError(
+                f"invalid tool names: {', '.join(repr(name) for name in bad[:5])}",
+                type=INVALID_MESSAGE,
+                non_retryable=True,
+            )
+
     def _accept(self, msg: SendMessage) -> None:
         if self._known(msg.message_id):
             return
@@ -288,9 +517,12 @@ class ChatSessionWorkflow:
     @workflow.query(name="history")
     def history(self, req: HistoryRequest) -> HistoryPage:
         start = max(req.after, 0)
-        limit = min(max(req.limit, 1), MAX_HISTORY_PAGE)
-        page = self._messages[start : start + limit]
-        more = start + limit < len(self._messages)
+        end = start + min(max(req.limit, 1), MAX_HISTORY_PAGE)
+        # A page never ends between a tool call and its results.
+        while 0 < end < len(self._messages) and self._messages[end].role == "tool":
+            end += 1
+        page = self._messages[start:end]
+        more = end < len(self._messages)
         return HistoryPage(messages=page, next=page[-1].seq if page and more else None)
 
     @workflow.query(name="reply")
@@ -312,11 +544,7 @@ class ChatSessionWorkflow:
         Read by the LLM activity, so the transcript never passes through activity inputs.
         """
         picked = fit_context(
-            [
-                ContextMessage(role=m.role, content=m.content)
-                for m in self._messages[: req.upto_seq]
-                if m.error is None
-            ],
+            [_to_context(m) for m in self._messages[: req.upto_seq] if m.error is None],
             req.max_chars,
         )
         if self._config.system_prompt:
@@ -395,13 +623,35 @@ class ChatSessionWorkflow:
             expires_at=self._expires_at() if self._state in ("active", "working") else None,
             usage=self._usage,
             runs=self._runs,
+            tools=self._config.tools,
+            pending_approvals=list(self._approvals.values()),
         )
 
     def _details(self) -> str:
-        return (
+        details = (
             f"**{self._owner}** · {self._config.model} · {self._turns} turns · "
             f"{self._usage.total_tokens} tokens"
         )
+        if self._approvals:
+            waiting = ", ".join(f"`{a.name}` ({a.call_id})" for a in self._approvals.values())
+            details += f"\n\nwaiting for approval: {waiting}"
+        return details
+
+
+def _policy(policies: dict[str, ToolPolicy], call: ToolCall) -> ToolPolicy:
+    return policies.get(call.name) or ToolPolicy()
+
+
+def _to_context(message: ChatMessage) -> ContextMessage:
+    return ContextMessage(
+        role=message.role,
+        content=message.content,
+        tool_calls=[
+            ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in message.tool_calls
+        ],
+        tool_call_id=message.tool_call_id,
+        is_error=message.is_error,
+    )
 
 
 def _rung() -> "asyncio.Future[None]":
