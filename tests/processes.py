@@ -39,7 +39,7 @@ def stack_env(env: WorkflowEnvironment, task_queue: str, **settings: object) -> 
     }
     out = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     for key, value in values.items():
-        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
         out[f"CHAT_{key.upper()}"] = text
     return out
 

@@ -5,6 +5,8 @@ committed files is that a change which breaks replay of existing sessions fails 
 """
 
 import asyncio
+import json
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,15 +16,25 @@ from api.service import SessionService
 from common.ids import workflow_id
 from common.process import exit_without_finalizers
 from devstack.server import start_dev_env
+from tests import tool_fixtures
 from tests.conftest import scripted_settings
+from tools.builtin import builtin_registry
+from tools.registry import tools_in
 from worker.build import build_worker
-from workflows.messages import SendMessage, SessionConfig
+from workflows.messages import SendMessage, SessionConfig, ToolDecision
 
 OUT = Path(__file__).parent / "histories"
 OWNER = "recorder"
 
 
-async def record() -> None:
+def script(*steps: list[tuple[str, object]]) -> str:
+    return (
+        "<<tools:" + json.dumps([[{"name": n, "arguments": a} for n, a in s] for s in steps]) + ">>"
+    )
+
+
+async def record(only: set[str]) -> None:
+    """Record every session, or only those named (the others' files stay as they were)."""
     env = await start_dev_env()
     settings = scripted_settings(f"tq-record-{uuid.uuid4().hex[:8]}")
     service = SessionService(env.client, settings)
@@ -35,8 +47,19 @@ async def record() -> None:
         await service.create(OWNER, name, SessionConfig(model="scripted/echo", **config))
         return name
 
+    async def decide(session_id: str, approve: bool) -> None:
+        for _ in range(200):  # the call shows up as pending within moments
+            status = await service.status(OWNER, session_id)
+            if status.pending_approvals:
+                break
+            await asyncio.sleep(0.05)
+        decision = ToolDecision(call_id=status.pending_approvals[0].call_id, approve=approve)
+        await service.decide_tool_call(OWNER, session_id, decision)
+
+    tools = builtin_registry()
+    tools.register(*tools_in(tool_fixtures))
     try:
-        async with build_worker(env.client, settings):
+        async with build_worker(env.client, settings, tools=tools):
             conversation = await session("conversation", system_prompt="be brief")
             await say(conversation, "hello", "m1")
             await say(conversation, "hello", "m1")  # resend
@@ -54,9 +77,32 @@ async def record() -> None:
 
             expiring = await session("expiry", inactivity_timeout_seconds=1)
             await say(expiring, "then silence")
+
+            tooled = await session(
+                "tools",
+                tools=["calculate", "send_note"],
+                max_tool_steps=3,
+                approval_timeout_seconds=1,
+            )
+            await say(tooled, "one " + script([("calculate", {"expression": "6*7"})]))
+            add = ("calculate", {"expression": "1+1"})
+            await say(tooled, "parallel " + script([add, add, ("nope", {})]))
+            await say(tooled, "bound " + script([add], [add], [add], [add]))
+            note = ("send_note", {"text": "hi"})
+            for approve in (True, False):
+                waiting = asyncio.create_task(say(tooled, "note " + script([note])))
+                await decide(tooled, approve)
+                await waiting
+            await say(tooled, "unanswered " + script([note]))  # denied at the deadline
+            await service.set_tools(OWNER, tooled, ["calculate"])
+            await say(tooled, "after " + script([note]))
+            await service.end(OWNER, tooled)
             await asyncio.sleep(2)
 
-        for name, expected_runs in ((conversation, 2), (rolling, 2), (expiring, 1)):
+        recorded = ((conversation, 2), (rolling, 2), (expiring, 1), (tooled, 1))
+        for name, expected_runs in recorded:
+            if only and name not in only:
+                continue
             wf_id = workflow_id(OWNER, name)
             runs: list[WorkflowExecution] = []
             while len(runs) < expected_runs:  # visibility catches up within moments
@@ -74,5 +120,5 @@ async def record() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(set(sys.argv[1:])))
     exit_without_finalizers(0)

@@ -1,7 +1,10 @@
-"""kill -9 the worker in the middle of a slow model call: the turn completes on another."""
+"""kill -9 the worker in the middle of a turn: the turn completes on another, nothing twice."""
 
 import asyncio
+import json
 import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
@@ -57,3 +60,60 @@ async def wait_for_running_activity(handle: WorkflowHandle[Any, Any]) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the model call never started")
+
+
+async def test_worker_killed_between_tool_calls_repeats_no_finished_call(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Three tool steps; kill -9 the worker while the third runs. The first two are not run
+    again (their results are in the workflow's history); the third is retried; one reply."""
+    log = tmp_path / "tool-calls.log"
+    environ = {
+        **stack_env(
+            dev_env, f"tq-crash-{uuid.uuid4().hex[:8]}", tool_modules=["tests.tool_fixtures"]
+        ),
+        "CHAT_TEST_TOOL_LOG": str(log),
+    }
+    first_worker = start("worker", environ)
+    gateway = start_gateway(environ)
+    with running(gateway.process, first_worker):
+        alice = gateway.client()
+        created = await alice.post("/v1/sessions", json={"tools": ["step"]})
+        session_id = created.json()["session_id"]
+        steps = [[{"name": "step", "arguments": {"n": n, "seconds": s}}] for n, s in STEPS]
+        sent = await alice.post(
+            f"/v1/sessions/{session_id}/messages?wait=false",
+            json={"content": f"three steps <<tools:{json.dumps(steps)}>>", "message_id": "t-1"},
+        )
+        assert sent.status_code == 202, sent.text
+        await wait_for_line(log, "start 3")
+
+        first_worker.kill_hard()
+        second_worker = start("worker", environ)
+        with running(second_worker):
+            reply = await poll_reply(alice, sent.headers["Location"], seconds=90)
+            history = (await alice.get(f"/v1/sessions/{session_id}/messages")).json()
+        await alice.aclose()
+
+    assert reply["reply"]["content"] == "echo: three steps [tools: step 3 done]"
+    lines = log.read_text().splitlines()
+    starts = Counter(line.split()[1] for line in lines if line.startswith("start"))
+    assert starts == {"1": 1, "2": 1, "3": 2}, lines  # only the interrupted call ran again
+    assert sum(line.startswith("done 3") for line in lines) == 1
+    # The retry carried the same idempotency key as the interrupted attempt.
+    keys = {line.split()[2] for line in lines if line.startswith("start 3")}
+    assert len(keys) == 1
+    roles = [m["role"] for m in history["messages"]]
+    assert roles == ["user"] + ["assistant", "tool"] * 3 + ["assistant"]
+
+
+STEPS = [(1, 0.1), (2, 0.1), (3, 4.0)]
+
+
+async def wait_for_line(path: Path, prefix: str, seconds: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if path.exists() and any(line.startswith(prefix) for line in path.read_text().splitlines()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no line starting {prefix!r} in {path} within {seconds} s")
