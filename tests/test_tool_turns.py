@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -315,3 +316,22 @@ async def test_tool_turns_survive_continue_as_new(ts: Harness) -> None:
     assert (await ts.service.status(OWNER, session_id)).tools == ["calculate"]
     history = await ts.history(session_id)
     assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"] * 2
+
+
+async def test_each_tool_activity_has_a_summary_for_the_ui(ts: Harness) -> None:
+    session_id = await ts.create(["calculate"])
+    await ts.say(session_id, "sum " + script([("calculate", {"expression": "6 *  7"})]))
+
+    handle = ts.env.client.get_workflow_handle(workflow_id(OWNER, session_id))
+    converter = ts.env.client.data_converter.payload_converter
+    summaries = [
+        (
+            e.activity_task_scheduled_event_attributes.activity_type.name,
+            converter.from_payload(e.user_metadata.summary, str),
+        )
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert [name for name, _ in summaries] == ["generate_reply", "run_tool", "generate_reply"]
+    assert summaries[1][1] == 'calculate({"expression": "6 * 7"}) · turn 1'
+    assert "step 2" in summaries[2][1]
