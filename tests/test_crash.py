@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from api.service import SessionService
 from common.ids import workflow_id
-from tests.processes import poll_reply, running, stack_env, start, start_gateway
+from common.settings import Settings
+from devstack.server import start_dev_env
+from tests.processes import free_port, poll_reply, running, stack_env, start, start_gateway
+from workflows.messages import SendMessage, SessionConfig, SessionStatus, ToolDecision
 
 
 async def test_worker_killed_mid_turn_loses_and_duplicates_nothing(
@@ -113,7 +118,80 @@ STEPS = [(1, 0.1), (2, 0.1), (3, 4.0)]
 async def wait_for_line(path: Path, prefix: str, seconds: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
-        if path.exists() and any(line.startswith(prefix) for line in path.read_text().splitlines()):
+        if has_line(path, prefix):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no line starting {prefix!r} in {path} within {seconds} s")
+
+
+async def test_pending_approval_survives_worker_and_server_restarts(tmp_path: Path) -> None:
+    """A turn waiting for approval; kill -9 the worker, restart the Temporal server on the same
+    SQLite file, start a new worker: the call is still pending, and approving it completes
+    the turn."""
+    port = free_port()
+    options: dict[str, Any] = {
+        "port": port,
+        "dev_server_database_filename": str(tmp_path / "temporal.db"),
+    }
+    env = await start_dev_env(**options)
+    environ = stack_env(env, f"tq-restart-{uuid.uuid4().hex[:8]}", tool_modules=TOOL_MODULES)
+    service = SessionService(env.client, Settings(_env_file=None, **settings_of(environ)))
+    worker = start("worker", environ)
+    try:
+        await service.create("alice", "approve-me", SessionConfig(model=MODEL, tools=["send_note"]))
+        content = "note " + '<<tools:[[{"name": "send_note", "arguments": {"text": "hi"}}]]>>'
+        await service.send("alice", "approve-me", SendMessage(message_id="a-1", content=content))
+        before = await wait_for_pending(service)
+    finally:
+        worker.kill_hard()
+        await env.shutdown()
+
+    env = await start_dev_env(**options)
+    service = SessionService(env.client, Settings(_env_file=None, **settings_of(environ)))
+    worker = start("worker", environ)
+    try:
+        with running(worker):
+            after = await wait_for_pending(service)
+            assert after.pending_approvals == before.pending_approvals
+            decision = ToolDecision(call_id=after.pending_approvals[0].call_id, approve=True)
+            await service.decide_tool_call("alice", "approve-me", decision)
+            for _ in range(200):
+                lookup = await service.reply("alice", "approve-me", "a-1")
+                if lookup.reply is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert (
+                lookup.reply is not None and lookup.reply.content == "echo: note [tools: sent: hi]"
+            )
+    finally:
+        await env.shutdown()
+
+
+def has_line(path: Path, prefix: str) -> bool:
+    return path.exists() and any(line.startswith(prefix) for line in path.read_text().splitlines())
+
+
+TOOL_MODULES = ["tests.tool_fixtures"]
+MODEL = "scripted/echo"
+
+
+def settings_of(environ: dict[str, str]) -> dict[str, Any]:
+    """The settings a process started with `environ` reads, for an in-test gateway service."""
+    return {
+        key[len("CHAT_") :].lower(): json.loads(value) if value[:1] in "[{" else value
+        for key, value in environ.items()
+        if key.startswith("CHAT_")
+    }
+
+
+async def wait_for_pending(service: SessionService) -> SessionStatus:
+    for _ in range(300):
+        try:
+            status = await service.status("alice", "approve-me")
+        except (RPCError, WorkflowQueryFailedError):  # the new worker is still starting
+            status = None
+        if status is not None and status.pending_approvals:
+            assert status.status == "awaiting_approval"
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError("the call never showed as pending")
