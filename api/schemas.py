@@ -88,7 +88,10 @@ class MessageReply(BaseModel):
 
 class MessagePending(BaseModel):
     message_id: str
-    status: Literal["queued", "working", "accepted"]
+    status: Literal["queued", "working", "awaiting_approval", "accepted"] = Field(
+        description="`awaiting_approval`: a tool call of this turn waits for the owner's "
+        "decision (see the session's `pending_approvals`)."
+    )
     reply_url: str = Field(description="GET this to fetch the reply once it is ready.")
 
 

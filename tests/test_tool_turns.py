@@ -207,6 +207,8 @@ async def test_approval_granted_runs_the_call(ts: Harness) -> None:
     asked = (await ts.history(session_id))[1]
     assert asked.tool_calls[0].approval == "pending"
     assert tool_fixtures.SENT_NOTES == []
+    lookup = await ts.service.reply(OWNER, session_id, message_id)
+    assert lookup.state == "awaiting_approval"
 
     decided = await ts.service.decide_tool_call(
         OWNER, session_id, ToolDecision(call_id=pending.call_id, approve=True)
@@ -335,3 +337,15 @@ async def test_each_tool_activity_has_a_summary_for_the_ui(ts: Harness) -> None:
     assert [name for name, _ in summaries] == ["generate_reply", "run_tool", "generate_reply"]
     assert summaries[1][1] == 'calculate({"expression": "6 * 7"}) · turn 1'
     assert "step 2" in summaries[2][1]
+
+
+async def test_ending_the_session_denies_what_waits_for_approval(ts: Harness) -> None:
+    session_id = await ts.create(["send_note"])
+    message_id = await ts.send(session_id, "note " + script([("send_note", {"text": "x"})]))
+    await ts.status_when(session_id, lambda s: s.status == "awaiting_approval")
+
+    ended = await ts.service.end(OWNER, session_id)
+    assert ended.status == "ended" and ended.pending_approvals == []
+    reply = await ts.reply_to(session_id, message_id)
+    assert "denied" in reply.content and "ended the session" in reply.content
+    assert tool_fixtures.SENT_NOTES == []

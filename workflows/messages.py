@@ -167,7 +167,7 @@ class Reply(BaseModel):
 
 class ReplyLookup(BaseModel):
     message_id: str
-    state: Literal["unknown", "queued", "working", "done"]
+    state: Literal["unknown", "queued", "working", "awaiting_approval", "done"]
     reply: ChatMessage | None = None
 
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         MAX_CONTENT_CHARS,
         MAX_QUEUED_MESSAGES,
         MAX_TOOLS_PER_SESSION,
+        ApprovalState,
         CarriedState,
         ChatMessage,
         ContextMessage,
@@ -382,13 +383,9 @@ class ChatSessionWorkflow:
                 lambda: not self._approvals, timeout=timeout, timeout_summary="approval deadline"
             )
         except TimeoutError:
+            reason = f"No decision within {self._config.approval_timeout_seconds} s."
             for call_id in list(self._approvals):
-                call = self._decided[call_id]
-                call.approval = "timed_out"
-                call.decision_reason = (
-                    f"No decision within {self._config.approval_timeout_seconds} s."
-                )
-            self._approvals.clear()
+                self._decide(call_id, "timed_out", reason)
         self._state = "working"
         # Visibility shows a turn in progress as active, as it does for turns without tools.
         workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set("active")])
@@ -428,20 +425,29 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="end_session")
     async def end_session(self) -> SessionStatus:
-        """End the session once queued messages are answered; a later message resumes it."""
+        """End the session once queued messages are answered; a later message resumes it.
+
+        Tool calls waiting for approval are denied: ending is the owner's answer to them.
+        """
         self._end_requested = True
+        for call_id in list(self._approvals):
+            self._decide(call_id, "denied", "The user ended the session.")
         await workflow.wait_condition(lambda: self._state == "ended" or not self._end_requested)
         return self._status()
 
     @workflow.update(name="decide_tool_call")
     def decide_tool_call(self, decision: ToolDecision) -> RecordedToolCall:
         """Approve or deny a call waiting for approval; repeating the same answer is a no-op."""
-        call = self._decided[decision.call_id]
         if decision.call_id in self._approvals:
-            call.approval = "approved" if decision.approve else "denied"
-            call.decision_reason = decision.reason
-            del self._approvals[decision.call_id]
-        return call
+            approval: ApprovalState = "approved" if decision.approve else "denied"
+            self._decide(decision.call_id, approval, decision.reason)
+        return self._decided[decision.call_id]
+
+    def _decide(self, call_id: str, approval: ApprovalState, reason: str | None) -> None:
+        call = self._decided[call_id]
+        call.approval = approval
+        call.decision_reason = reason
+        del self._approvals[call_id]
 
     @decide_tool_call.validator
     def _validate_decision(self, decision: ToolDecision) -> None:
@@ -532,7 +538,9 @@ class ChatSessionWorkflow:
                 message_id=message_id, state="done", reply=self._reply_to(message_id)
             )
         if message_id in self._user_seq:
-            return ReplyLookup(message_id=message_id, state="working")
+            waiting = any(a.message_id == message_id for a in self._approvals.values())
+            state = "awaiting_approval" if waiting else "working"
+            return ReplyLookup(message_id=message_id, state=state)
         if any(q.message_id == message_id for q in self._queue):
             return ReplyLookup(message_id=message_id, state="queued")
         return ReplyLookup(message_id=message_id, state="unknown")
