@@ -50,6 +50,7 @@ from workflows.session import ChatSessionWorkflow
 QUERY_TIMEOUT = timedelta(seconds=15)
 _KNOWN_SESSIONS_CACHE = 10_000
 _MODEL_MEMO = "model"
+_LIVE_STATES = ("active", "working", "awaiting_approval")
 
 Handle = WorkflowHandle[ChatSessionWorkflow, SessionStatus]
 
@@ -206,7 +207,7 @@ class SessionService:
             if parsed is None or parsed[0] != owner:
                 continue
             state = run.typed_search_attributes.get(STATUS_ATTRIBUTE) or "active"
-            if run.status != WorkflowExecutionStatus.RUNNING and state in ("active", "working"):
+            if run.status != WorkflowExecutionStatus.RUNNING and state in _LIVE_STATES:
                 state = "ended"  # closed from outside (terminated, failed)
             summary = SessionSummary(
                 session_id=parsed[1],
