@@ -1,17 +1,41 @@
-"""Recent transcripts kept in the worker's memory, so most turns need no query.
+"""Recent transcripts kept in the worker's memory, so most model calls need no query.
 
 An entry for a run is used only if it ends exactly at the message before this turn's user
 message (same sequence number, same content digest): anything else (another worker ran the
 last turn, a retry produced a different reply, the worker restarted, a new run) misses, and
 the activity reads the context by query. A hit and a query give the same messages because
 both trim with `workflows.context.fit_context`.
+
+After a tool round, the model's call request is in the entry and the results are in the
+`ToolResultCache` the tool activity filled on this worker; both must match the digests the
+workflow sends, or the call misses and queries.
 """
 
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from workflows.context import digest, fit_context
-from workflows.messages import ContextMessage, LLMTurnInput
+from workflows.messages import ContextMessage, LLMTurnInput, ToolCall, ToolOutcome
+
+
+class ToolResultCache:
+    """Tool results this worker produced, by (workflow id, turn, call id)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._results: OrderedDict[tuple[str, int, str], ContextMessage] = OrderedDict()
+        self._max_entries = max_entries
+
+    def put(self, workflow_id: str, turn: int, call_id: str, outcome: ToolOutcome) -> None:
+        key = (workflow_id, turn, call_id)
+        self._results[key] = ContextMessage(
+            role="tool", content=outcome.content, tool_call_id=call_id, is_error=outcome.is_error
+        )
+        self._results.move_to_end(key)
+        while len(self._results) > self._max_entries:
+            self._results.popitem(last=False)
+
+    def get(self, workflow_id: str, turn: int, call_id: str) -> ContextMessage | None:
+        return self._results.get((workflow_id, turn, call_id))
 
 
 @dataclass(frozen=True)
@@ -23,14 +47,17 @@ class _Entry:
 
 
 class ContextCache:
-    def __init__(self, max_sessions: int, max_chars: int) -> None:
+    def __init__(
+        self, max_sessions: int, max_chars: int, results: ToolResultCache | None = None
+    ) -> None:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._max_sessions = max_sessions
         self._max_chars = max_chars
+        self._results = results or ToolResultCache(max_sessions)
 
     def context_for(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
-        if turn.step > 1:  # after tool calls: their results are only in the workflow
-            return None
+        if turn.step > 1:
+            return self._after_tools(turn)
         if turn.upto_seq == 1:  # a session's first message: everything is in the input
             user = ContextMessage(role="user", content=turn.user_message)
             if turn.system_prompt:
@@ -48,13 +75,39 @@ class ContextCache:
         messages = fit_context([*entry.messages, user], self._max_chars)
         return [entry.system, *messages] if entry.system else messages
 
-    def remember(self, turn: LLMTurnInput, context: list[ContextMessage], reply: str) -> None:
-        """Record the context a turn used plus its reply, which becomes message upto_seq + 1."""
+    def _after_tools(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
+        entry = self._entries.get(turn.run_id)
+        calls = entry.messages[-1].tool_calls if entry and entry.messages else []
+        if (
+            entry is None
+            or not calls
+            or len(calls) != len(turn.result_digests)
+            or entry.last_seq != turn.upto_seq - len(calls)
+        ):
+            return None
+        results = []
+        for call, expected in zip(calls, turn.result_digests, strict=True):
+            result = self._results.get(turn.workflow_id, turn.turn, call.id)
+            if result is None or digest(result.content) != expected:
+                return None
+            results.append(result)
+        self._entries.move_to_end(turn.run_id)
+        messages = fit_context([*entry.messages, *results], self._max_chars)
+        return [entry.system, *messages] if entry.system else messages
+
+    def remember(
+        self,
+        turn: LLMTurnInput,
+        context: list[ContextMessage],
+        reply: str,
+        calls: list[ToolCall] | None = None,
+    ) -> None:
+        """Record the context a call used plus its reply, which becomes message upto_seq + 1
+        (with the tool calls it asked for, if any)."""
         system = context[0] if context and context[0].role == "system" else None
         body = context[1:] if system else context
-        messages = fit_context(
-            [*body, ContextMessage(role="assistant", content=reply)], self._max_chars
-        )
+        answer = ContextMessage(role="assistant", content=reply, tool_calls=calls or [])
+        messages = fit_context([*body, answer], self._max_chars)
         self._entries[turn.run_id] = _Entry(turn.upto_seq + 1, digest(reply), system, messages)
         self._entries.move_to_end(turn.run_id)
         while len(self._entries) > self._max_sessions:

@@ -11,12 +11,16 @@ HEARTBEAT_EVERY_SECONDS = 2.0
 
 @asynccontextmanager
 async def heartbeating() -> AsyncIterator[None]:
-    """Heartbeat in the background, so a dead worker's call moves on within seconds."""
+    """Heartbeat in the background, so a dead worker's call moves on within seconds.
+
+    The first beat comes after one interval, not at once: most tool calls and many model
+    calls finish sooner, and an immediate beat would cost each of them an extra RPC.
+    """
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:

@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.context_cache import ContextCache
+from activities.context_cache import ContextCache, ToolResultCache
 from activities.heartbeat import heartbeating
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from common.settings import Settings
@@ -39,12 +39,15 @@ class LLMActivities:
         providers: ProviderRegistry,
         settings: Settings,
         tools: ToolRegistry | None = None,
+        results: ToolResultCache | None = None,
     ) -> None:
         self._client = client
         self._providers = providers
         self._settings = settings
         self._tools = tools or ToolRegistry()
-        self._contexts = ContextCache(settings.max_cached_workflows, settings.context_max_chars)
+        self._contexts = ContextCache(
+            settings.max_cached_workflows, settings.context_max_chars, results
+        )
 
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
@@ -72,10 +75,7 @@ class LLMActivities:
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
         calls = _unique_ids(reply.tool_calls, turn)
-        if calls:
-            self._contexts.forget(turn)  # the next step's context has tool results: query it
-        else:
-            self._contexts.remember(turn, context, reply.content)
+        self._contexts.remember(turn, context, reply.content, calls)
         return LLMTurnResult(
             content=reply.content,
             model=turn.model,

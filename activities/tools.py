@@ -10,6 +10,7 @@ side effects should key them on `ToolContext.idempotency_key`.
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.context_cache import ToolResultCache
 from activities.heartbeat import heartbeating
 from tools.registry import ToolContext, ToolRegistry
 from workflows.messages import ToolCallInput, ToolOutcome
@@ -19,8 +20,9 @@ TOOL_RETRY = "ToolRetry"
 
 
 class ToolActivities:
-    def __init__(self, registry: ToolRegistry) -> None:
+    def __init__(self, registry: ToolRegistry, results: ToolResultCache | None = None) -> None:
         self._registry = registry
+        self._results = results
 
     @activity.defn(name="run_tool")
     async def run_tool(self, inp: ToolCallInput) -> ToolOutcome:
@@ -31,6 +33,9 @@ class ToolActivities:
             result = await self._registry.call(inp.call.name, inp.call.arguments, context)
         if result.retryable and activity.info().attempt < inp.max_attempts:
             raise ApplicationError(result.content, type=TOOL_RETRY)
-        return ToolOutcome(
+        outcome = ToolOutcome(
             content=result.content, is_error=not result.ok, truncated=result.truncated
         )
+        if self._results is not None:  # lets the next model call on this worker skip a query
+            self._results.put(inp.workflow_id, inp.turn, inp.call.id, outcome)
+        return outcome

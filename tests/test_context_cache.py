@@ -2,9 +2,9 @@
 
 import random
 
-from activities.context_cache import ContextCache
+from activities.context_cache import ContextCache, ToolResultCache
 from workflows.context import digest, fit_context
-from workflows.messages import ContextMessage, LLMTurnInput, ToolCall
+from workflows.messages import ContextMessage, LLMTurnInput, ToolCall, ToolOutcome
 
 SYSTEM = ContextMessage(role="system", content="be brief")
 
@@ -95,3 +95,74 @@ def test_a_tool_call_is_never_separated_from_its_results() -> None:
     assert fit_context(history, max_chars=120) == [call, result, answer]
     # A group that is itself the newest unit is kept whole even when it is too large.
     assert fit_context([question, call, result], max_chars=10) == [call, result]
+
+
+def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
+    """Turns with random tool rounds: the model call after each round is served from the
+    worker's memory (its call request + the results the tool activity left) and equals the
+    query's answer."""
+    rng = random.Random(11)
+    max_chars = 400
+    results = ToolResultCache(max_entries=100)
+    cache = ContextCache(max_sessions=10, max_chars=max_chars, results=results)
+    history: list[ContextMessage] = []
+    hits = model_calls = 0
+    for turn_number in range(1, 60):
+        user = "u" * rng.randint(1, 80)
+        turn = turn_input(history, user).model_copy(update={"turn": turn_number})
+        history.append(ContextMessage(role="user", content=user))
+        rounds = rng.randint(0, 2)  # tool rounds before the answer
+        for step in range(1, rounds + 2):
+            context = cache.context_for(turn)
+            model_calls += 1
+            if context is None:
+                context = queried(history, max_chars)
+            else:
+                hits += 1
+            assert context == queried(history, max_chars)
+            calls = [
+                ToolCall(id=f"t{turn_number}-{step}-{i}", name="calculate", arguments="{}")
+                for i in range(rng.randint(1, 3) if step <= rounds else 0)
+            ]
+            reply = "a" * rng.randint(0 if calls else 1, 60)
+            cache.remember(turn, context, reply, calls)
+            history.append(ContextMessage(role="assistant", content=reply, tool_calls=calls))
+            for call in calls:
+                outcome = ToolOutcome(content="r" * rng.randint(1, 90), is_error=rng.random() < 0.2)
+                results.put(turn.workflow_id, turn_number, call.id, outcome)
+                history.append(
+                    ContextMessage(
+                        role="tool",
+                        content=outcome.content,
+                        tool_call_id=call.id,
+                        is_error=outcome.is_error,
+                    )
+                )
+            digests = [digest(m.content) for m in history[len(history) - len(calls) :]]
+            turn = turn.model_copy(
+                update={
+                    "step": step + 1,
+                    "upto_seq": len(history),
+                    "user_message": "",
+                    "result_digests": digests,
+                }
+            )
+    assert model_calls > 100
+    assert hits == model_calls  # every model call, before and after tools, without a query
+
+
+def test_a_tool_result_this_worker_did_not_produce_is_a_miss() -> None:
+    results = ToolResultCache(max_entries=10)
+    cache = ContextCache(max_sessions=10, max_chars=1000, results=results)
+    first = turn_input([], "add")
+    call = ToolCall(id="c1", name="calculate", arguments="{}")
+    cache.remember(first, [SYSTEM, ContextMessage(role="user", content="add")], "", [call])
+    after = first.model_copy(
+        update={"step": 2, "upto_seq": 3, "user_message": "", "result_digests": [digest("2")]}
+    )
+    assert cache.context_for(after) is None  # ran on another worker
+    results.put("wf", first.turn, "c1", ToolOutcome(content="3"))
+    assert cache.context_for(after) is None  # history says "2": not what this worker saw
+    results.put("wf", first.turn, "c1", ToolOutcome(content="2"))
+    hit = cache.context_for(after)
+    assert hit is not None and [m.role for m in hit] == ["system", "user", "assistant", "tool"]

@@ -5,6 +5,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.context_cache import ToolResultCache
 from activities.llm import LLMActivities
 from activities.providers import ProviderRegistry
 from activities.session_store import SessionStoreActivities
@@ -23,9 +24,10 @@ def build_worker(
 ) -> Worker:
     providers = providers or ProviderRegistry(settings)
     tools = tools if tools is not None else configured_registry(settings)
-    llm = LLMActivities(client, providers, settings, tools)
+    results = ToolResultCache(settings.max_cached_workflows * 4)
+    llm = LLMActivities(client, providers, settings, tools, results)
     store = SessionStoreActivities(client)
-    tool_runner = ToolActivities(tools)
+    tool_runner = ToolActivities(tools, results)
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -282,6 +282,11 @@ class LLMTurnInput(BaseModel):
     step: int = Field(
         default=1, description="1 for the turn's first model call, +1 after each tool round."
     )
+    result_digests: list[str] = Field(
+        default_factory=list,
+        description="After a tool round: digests of its results, in call order, so the "
+        "worker's cached copies are used only if they match history.",
+    )
     tools: list[str] = Field(default_factory=list, description="Tools the model may ask for.")
 
 

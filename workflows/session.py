@@ -265,6 +265,7 @@ class ChatSessionWorkflow:
                 ),
                 step=step,
                 tools=self._config.tools,
+                result_digests=[] if first else self._last_result_digests(),
             ),
             result_type=LLMTurnResult,
             start_to_close_timeout=LLM_START_TO_CLOSE,
@@ -277,6 +278,14 @@ class ChatSessionWorkflow:
             ),
         )
         return result
+
+    def _last_result_digests(self) -> list[str]:
+        results: list[str] = []
+        for message in reversed(self._messages):
+            if message.role != "tool":
+                break
+            results.insert(0, digest(message.content))
+        return results
 
     async def _run_tools(
         self, item: QueuedMessage, turn: int, step: int, result: LLMTurnResult
