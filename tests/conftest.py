@@ -1,5 +1,6 @@
 """One harness: module-agnostic Temporal environments, a fresh task queue per test."""
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -12,9 +13,11 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.llamacpp import bundled_model_path
+from common.ids import workflow_id
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.settings import Settings
 from devstack.server import binary, start_dev_env
@@ -62,6 +65,16 @@ def scripted_settings(task_queue: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+async def terminate_sessions(env: WorkflowEnvironment, owner: str, session_ids: list[str]) -> None:
+    """Terminate what a test left running on a shared server. On the time-skipping server a
+    leftover session whose timer fires after its worker is gone has a workflow task nobody
+    takes, and that stops time skipping for every later test."""
+    for session_id in session_ids:
+        handle = env.client.get_workflow_handle(workflow_id(owner, session_id))
+        with contextlib.suppress(RPCError):
+            await handle.terminate("test finished")
 
 
 SERVER_START_TIMEOUT = 60.0

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.service import SessionService
 from common.ids import workflow_id
-from tests.conftest import scripted_settings
+from tests.conftest import scripted_settings, terminate_sessions
 from worker.build import build_worker
 from workflows.messages import ChatMessage, SendMessage, SessionConfig, SessionStatus
 
@@ -30,9 +30,11 @@ OWNER = "alice"
 class Harness:
     env: WorkflowEnvironment
     service: SessionService
+    created: list[str] = field(default_factory=list)
 
     async def create(self, **config: object) -> str:
         session_id = uuid.uuid4().hex[:12]
+        self.created.append(session_id)
         values: dict[str, object] = {"model": "scripted/echo", **config}
         await self.service.create(OWNER, session_id, SessionConfig(**values))
         return session_id
@@ -62,7 +64,9 @@ class Harness:
 async def ts(ts_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harness]:
     settings = scripted_settings(task_queue)
     async with build_worker(ts_env.client, settings):
-        yield Harness(ts_env, SessionService(ts_env.client, settings))
+        harness = Harness(ts_env, SessionService(ts_env.client, settings))
+        yield harness
+        await terminate_sessions(ts_env, OWNER, harness.created)
 
 
 def assert_turns_in_order(history: list[ChatMessage]) -> None:

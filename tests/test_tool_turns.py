@@ -8,7 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.service import SessionService
 from common.ids import workflow_id
 from tests import tool_fixtures
-from tests.conftest import scripted_settings
+from tests.conftest import scripted_settings, terminate_sessions
 from tools.builtin import builtin_registry
 from tools.registry import ToolRegistry, tools_in
 from worker.build import build_worker
@@ -46,9 +46,11 @@ def tool_registry() -> ToolRegistry:
 class Harness:
     env: WorkflowEnvironment
     service: SessionService
+    created: list[str] = field(default_factory=list)
 
     async def create(self, tools: list[str], **config: Any) -> str:
         session_id = uuid.uuid4().hex[:12]
+        self.created.append(session_id)
         cfg = SessionConfig(model="scripted/echo", tools=tools, **config)
         await self.service.create(OWNER, session_id, cfg)
         return session_id
@@ -94,7 +96,9 @@ async def ts(ts_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harn
     settings = scripted_settings(task_queue)
     tool_fixtures.SENT_NOTES.clear()
     async with build_worker(ts_env.client, settings, tools=tool_registry()):
-        yield Harness(ts_env, SessionService(ts_env.client, settings))
+        harness = Harness(ts_env, SessionService(ts_env.client, settings))
+        yield harness
+        await terminate_sessions(ts_env, OWNER, harness.created)
 
 
 def turn_messages(history: list[ChatMessage], reply: ChatMessage) -> list[ChatMessage]:
