@@ -1,11 +1,15 @@
 """The one interface every model provider implements, and the error it raises."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from workflows.messages import ContextMessage, ToolCall, ToolSpec, Usage
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+OnDelta = Callable[[str], Awaitable[None]]
+"""Receives each piece of reply text as the provider produces it, in order."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,15 @@ class ProviderError(Exception):
 
 class ChatProvider(Protocol):
     async def complete(self, request: ProviderRequest) -> ProviderReply: ...
+
+    async def stream(self, request: ProviderRequest, on_delta: OnDelta) -> ProviderReply:
+        """Like `complete`, but hands each piece of text to `on_delta` as it is generated.
+
+        Returns what `complete` would: `content` is exactly the concatenation of the deltas.
+        Errors follow `complete`'s rules; a stream that breaks after it started is a
+        ProviderError with no status (retryable), since the reply is incomplete, not refused.
+        """
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -3,6 +3,8 @@
 It answers `echo: <last user message>`. Directives in the last user message script its
 behaviour: `[[delay=2.5]]` sleeps (heartbeating, like a slow model), `[[fail=503]]` fails
 with that HTTP status, `[[fail_once=503]]` fails only on the first attempt of the turn.
+`stream` sends the reply a word at a time; `[[tok_delay=0.05]]` waits that many seconds
+before each word, so a test can watch a reply arrive.
 
 `<<tools:[[{"name": "calculate", "arguments": {"expression": "2+2"}}], [...]]>>` scripts tool
 calls: one list of calls per model step (calls in one step are asked for at once). Once the
@@ -19,11 +21,12 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.providers.base import ProviderError, ProviderReply, ProviderRequest
+from activities.providers.base import OnDelta, ProviderError, ProviderReply, ProviderRequest
 from workflows.messages import ContextMessage, ToolCall, Usage
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)=([\w.]+)\]\]")
 _TOOL_SCRIPT = re.compile(r"<<tools:(.*?)>>", re.DOTALL)
+_WORD = re.compile(r"\s*\S+\s*|\s+")  # each word with the spaces around it: pieces rejoin exactly
 
 
 class ScriptedProvider:
@@ -59,8 +62,22 @@ class ScriptedProvider:
             usage=Usage(prompt_tokens=prompt_words, completion_tokens=len(content.split())),
         )
 
+    async def stream(self, request: ProviderRequest, on_delta: OnDelta) -> ProviderReply:
+        reply = await self.complete(request)  # a tool-call step has no text, so streams none
+        tok_delay = float(_directives(request).get("tok_delay", 0))
+        for piece in _WORD.findall(reply.content):
+            if tok_delay:
+                await asyncio.sleep(tok_delay)
+            await on_delta(piece)
+        return reply
+
     async def aclose(self) -> None:
         return None
+
+
+def _directives(request: ProviderRequest) -> dict[str, str]:
+    turn = _current_turn(request.messages)
+    return dict(_DIRECTIVE.findall(turn[0].content if turn else ""))
 
 
 def _current_turn(messages: list[ContextMessage]) -> list[ContextMessage]:
