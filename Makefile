@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench lock record-histories clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools lock record-histories clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench.turns
+
+bench-tools: install
+	$(BIN)/python -m bench.tools
 
 record-histories: install
 	$(BIN)/python -m tests.record_histories
