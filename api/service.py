@@ -68,7 +68,12 @@ class SessionService:
         try:
             await self._client.start_workflow(
                 ChatSessionWorkflow.run,
-                SessionInput(owner=owner, session_id=session_id, config=config),
+                SessionInput(
+                    owner=owner,
+                    session_id=session_id,
+                    config=config,
+                    activity_task_queue=self._settings.activity_task_queue,
+                ),
                 **self._start_options(owner, wf_id, config.model),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -271,6 +276,7 @@ class SessionService:
             ),
             resume=True,
             previous_run_id=description.run_id if closed else None,
+            activity_task_queue=self._settings.activity_task_queue,
         )
 
     def _start_options(self, owner: str, wf_id: str, model: str | None = None) -> dict[str, Any]:

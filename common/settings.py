@@ -6,6 +6,7 @@ between the process that checks a request and the one that serves it.
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,16 @@ class Settings(BaseSettings):
     http_fetch_timeout_seconds: float = 10.0
 
     # Worker
+    activity_task_queue: str | None = Field(
+        default=None,
+        description="Task queue for model and tool activities; unset: the sessions' queue. "
+        "A separate queue lets model capacity scale apart from session bookkeeping.",
+    )
+    worker_role: Literal["all", "sessions", "activities"] = Field(
+        default="all",
+        description="What a worker process runs: `sessions` (workflows and bookkeeping), "
+        "`activities` (model and tool calls, on activity_task_queue) or `all`.",
+    )
     max_concurrent_activities: int = 20
     max_concurrent_workflow_tasks: int = 50
     max_cached_workflows: int = 1000

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 
 import uvloop
 
@@ -10,7 +11,7 @@ from activities.providers import ProviderRegistry
 from common.process import exit_without_finalizers
 from common.settings import get_settings
 from common.temporal_client import connect
-from worker.build import build_worker
+from worker.build import build_workers
 
 log = logging.getLogger("worker")
 
@@ -19,13 +20,18 @@ async def main() -> None:
     settings = get_settings()
     client = await connect(settings)
     providers = ProviderRegistry(settings)
-    worker = build_worker(client, settings, providers)
+    workers = build_workers(client, settings, providers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
-    async with worker:
+    queues = ", ".join(w.task_queue for w in workers)
+    log.info(
+        "worker (%s) polling %s at %s", settings.worker_role, queues, settings.temporal_address
+    )
+    async with AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
         await stop.wait()
         log.info("draining: finishing running activities before exit")
     await providers.aclose()

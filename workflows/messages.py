@@ -153,6 +153,11 @@ class SessionInput(BaseModel):
         description="The closed run to resume from, when the starter knows it; otherwise "
         "the previous run is looked up through visibility.",
     )
+    activity_task_queue: str | None = Field(
+        default=None,
+        description="Where model and tool calls run; none: the session's own task queue. "
+        "Taken from each run's input (not carried), so a deployment can move it.",
+    )
 
 
 class PreviousSessionRequest(BaseModel):

@@ -89,6 +89,7 @@ class ChatSessionWorkflow:
         self._owner = inp.owner
         self._session_id = inp.session_id
         self._config = inp.config
+        self._activity_queue = inp.activity_task_queue
         self._messages: list[ChatMessage] = []
         self._queue: deque[QueuedMessage] = deque()
         self._user_seq: dict[str, int] = {}  # user message id -> seq
@@ -163,6 +164,7 @@ class ChatSessionWorkflow:
                             session_id=self._session_id,
                             config=self._config,
                             carried=self._carry(),
+                            activity_task_queue=self._activity_queue,
                         )
                     )
                 continue
@@ -268,6 +270,7 @@ class ChatSessionWorkflow:
                 result_digests=[] if first else self._last_result_digests(),
             ),
             result_type=LLMTurnResult,
+            task_queue=self._activity_queue,
             start_to_close_timeout=LLM_START_TO_CLOSE,
             heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
             retry_policy=LLM_RETRY,
@@ -347,6 +350,7 @@ class ChatSessionWorkflow:
                     max_attempts=policy.max_attempts,
                 ),
                 result_type=ToolOutcome,
+                task_queue=self._activity_queue,
                 start_to_close_timeout=(
                     timedelta(seconds=policy.timeout_seconds) + TOOL_START_TO_CLOSE_MARGIN
                 ),
