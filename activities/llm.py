@@ -86,27 +86,11 @@ class LLMActivities:
 
     def _tool_specs(self, names: list[str]) -> list[ToolSpec]:
         """The session's tools this worker has (a name it lacks is simply not offered)."""
-        specs = []
-        for name in names:
-            item = self._tools.get(name)
-            if item is not None:
-                spec = item.definition()
-                specs.append(
-                    ToolSpec(
-                        name=spec.name, description=spec.description, parameters=spec.parameters
-                    )
-                )
-        return specs
+        return [item.definition() for name in names if (item := self._tools.get(name)) is not None]
 
     def _policy(self, name: str) -> ToolPolicy:
         item = self._tools.get(name)
-        if item is None:
-            return ToolPolicy()
-        return ToolPolicy(
-            needs_approval=item.needs_approval,
-            timeout_seconds=item.timeout_seconds,
-            max_attempts=item.max_attempts,
-        )
+        return item.policy() if item is not None else ToolPolicy()
 
     async def _read_context(self, turn: LLMTurnInput) -> list[ContextMessage]:
         # Imported here: the workflow module is only needed for its query's name and types.

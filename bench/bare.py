@@ -1,5 +1,8 @@
 """The bare Temporal baseline: one update runs one instant activity and returns its result.
 
+Two more updates serve `bench.tools`: one with no activity, one chaining three (a tool
+turn's shape: model, tool, model, with nothing of ours in it).
+
 It is the floor our service is measured against: the same dev server, the same process
 layout (a worker in its own process), the same data converter, none of our logic.
 `python -m bench.bare --address HOST:PORT --task-queue Q` runs its worker until SIGTERM.
@@ -17,6 +20,8 @@ from temporalio.worker import Worker
 
 WORKFLOW_NAME = "BenchBareTurns"
 UPDATE_NAME = "turn"
+EMPTY_UPDATE_NAME = "turn_without_activity"
+CHAIN_UPDATE_NAME = "turn_with_three_activities"
 
 
 @activity.defn(name="bench_bare_reply")
@@ -40,6 +45,19 @@ class BareTurnsWorkflow:
         return await workflow.execute_activity(
             bare_reply, text, start_to_close_timeout=timedelta(seconds=30)
         )
+
+    @workflow.update(name=EMPTY_UPDATE_NAME)
+    async def turn_without_activity(self, text: str) -> str:
+        return "echo: " + text
+
+    @workflow.update(name=CHAIN_UPDATE_NAME)
+    async def turn_with_three_activities(self, text: str) -> str:
+        reply = ""
+        for _ in range(3):
+            reply = await workflow.execute_activity(
+                bare_reply, text, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return reply
 
     @workflow.signal(name="stop")
     def stop(self) -> None:

@@ -2,10 +2,9 @@
 
 One process hosts two workers, each on its own task queue: our `ChatSessionWorkflow` worker,
 built by `worker.build.build_worker` with the scripted provider and one instant tool
-(`bench_noop`), and a bare worker whose workflow's updates run one no-op activity (`activity`),
-none (`empty`) or three in a row (`activities3`). Same process, same client and event loop, so
-every side of the benchmark takes the same path: the benchmark's Temporal client -> update ->
-this process.
+(`bench_noop`), and the bare baseline worker of `bench.bare`, whose updates run one instant
+activity, none, or three in a row. Same process, same client and event loop, so every side of
+the benchmark takes the same path: the benchmark's Temporal client -> update -> this process.
 
 `python -m bench.tool_worker --address HOST:PORT --chat-queue Q1 --bare-queue Q2` runs until
 SIGTERM.
@@ -14,21 +13,18 @@ SIGTERM.
 import argparse
 import asyncio
 import signal
-from datetime import timedelta
 
-from temporalio import activity, workflow
+import uvloop
+from pydantic import BaseModel
 from temporalio.worker import Worker
 
-with workflow.unsafe.imports_passed_through():
-    # The tool definition only; no I/O. Passed through so the sandbox does not re-import it.
-    from pydantic import BaseModel
+from bench.bare import BareTurnsWorkflow, bare_reply
+from common.process import exit_without_finalizers
+from common.settings import Settings
+from common.temporal_client import connect
+from tools.registry import ToolRegistry, tool
+from worker.build import build_worker
 
-    from tools.registry import ToolRegistry, tool
-
-WORKFLOW_NAME = "BenchBareToolTurns"
-WITH_ACTIVITY = "activity"
-WITHOUT_ACTIVITY = "empty"
-WITH_THREE_ACTIVITIES = "activities3"
 NOOP_TOOL = "bench_noop"
 NOOP_RESULT = "ok"
 
@@ -49,54 +45,8 @@ def noop_registry() -> ToolRegistry:
     return registry
 
 
-@activity.defn(name="bench_noop_activity")
-async def noop_activity(text: str) -> str:
-    return "echo: " + text
-
-
-@workflow.defn(name=WORKFLOW_NAME)
-class BareToolTurnsWorkflow:
-    """Lives until told to stop, so every update lands on a running, cached workflow."""
-
-    def __init__(self) -> None:
-        self._stop = False
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: self._stop and workflow.all_handlers_finished())
-
-    @workflow.update(name=WITH_ACTIVITY)
-    async def with_activity(self, text: str) -> str:
-        return await workflow.execute_activity(
-            noop_activity, text, start_to_close_timeout=timedelta(seconds=30)
-        )
-
-    @workflow.update(name=WITH_THREE_ACTIVITIES)
-    async def three_activities(self, text: str) -> str:
-        """A tool turn's shape (model, tool, model) with nothing of ours in it."""
-        reply = ""
-        for _ in range(3):
-            reply = await workflow.execute_activity(
-                noop_activity, text, start_to_close_timeout=timedelta(seconds=30)
-            )
-        return reply
-
-    @workflow.update(name=WITHOUT_ACTIVITY)
-    async def without_activity(self, text: str) -> str:
-        return "echo: " + text
-
-    @workflow.signal(name="stop")
-    def stop(self) -> None:
-        self._stop = True
-
-
 async def serve(address: str, chat_queue: str, bare_queue: str) -> None:
     """Run both workers until SIGTERM or SIGINT."""
-    # Imported here, not at the top: the sandbox re-imports this module for the bare workflow.
-    from common.settings import Settings
-    from common.temporal_client import connect
-    from worker.build import build_worker
-
     settings = Settings(
         _env_file=None,
         temporal_address=address,
@@ -110,8 +60,8 @@ async def serve(address: str, chat_queue: str, bare_queue: str) -> None:
     bare = Worker(
         client,
         task_queue=bare_queue,
-        workflows=[BareToolTurnsWorkflow],
-        activities=[noop_activity],
+        workflows=[BareTurnsWorkflow],
+        activities=[bare_reply],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
     )
@@ -124,10 +74,6 @@ async def serve(address: str, chat_queue: str, bare_queue: str) -> None:
 
 
 def main() -> None:
-    import uvloop
-
-    from common.process import exit_without_finalizers
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--address", required=True)
     parser.add_argument("--chat-queue", required=True)

@@ -42,8 +42,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,18 +51,12 @@ from temporalio.client import Client, WorkflowHandle
 
 from api.service import SessionService
 from bench import turns
+from bench.bare import CHAIN_UPDATE_NAME, EMPTY_UPDATE_NAME, UPDATE_NAME, WORKFLOW_NAME
 from bench.procs import OTHER, free_port, spawn
 from bench.rpcs import RpcMeter
 from bench.stats import percentile, ratio, summary_ms
-from bench.tool_worker import (
-    NOOP_RESULT,
-    NOOP_TOOL,
-    WITH_ACTIVITY,
-    WITH_THREE_ACTIVITIES,
-    WITHOUT_ACTIVITY,
-    WORKFLOW_NAME,
-)
-from bench.turns import RESULTS, ROOT, Target, add_cpu, code_version, cpu_per_turn_ms, split
+from bench.tool_worker import NOOP_RESULT, NOOP_TOOL
+from bench.turns import RESULTS, ROOT, Target, add_cpu, cpu_per_turn_ms, split
 from common.ids import new_id, workflow_id
 from common.settings import Settings
 from devstack.server import start_dev_env
@@ -151,7 +144,7 @@ class BareSide:
     """(c0), (c1) or (c3): an update on the bench's minimal workflow running that many
     no-op activities, one after the other."""
 
-    _UPDATES = {0: WITHOUT_ACTIVITY, 1: WITH_ACTIVITY, 3: WITH_THREE_ACTIVITIES}
+    _UPDATES = {0: EMPTY_UPDATE_NAME, 1: UPDATE_NAME, 3: CHAIN_UPDATE_NAME}
 
     def __init__(
         self, name: str, label: str, client: Client, task_queue: str, activities: int
@@ -620,41 +613,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    opts = parse_args(argv)
-    started = time.perf_counter()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    version = code_version()
-    load = os.getloadavg()
-    print(f"measuring commit {version}; load average before the run {load[0]:.2f}")
-    results: dict[str, Any] = {}
-    error: BaseException | None = None
-    try:
-        asyncio.run(run(opts, results, stamp))
-    except BaseException as err:
-        error = err
-    checks = targets(results)
-    print_report(results, checks)
-    elapsed = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"tools-{stamp}.json"
-    document = {
-        "started_at": stamp,
-        "commit": version,
-        "load_average_before": load,
-        "load_average_after": os.getloadavg(),
-        "wall_seconds": elapsed,
-        "command": " ".join(["python -m bench.tools", *(argv or sys.argv[1:])]),
-        "options": asdict(opts),
-        "cpus": os.cpu_count(),
-        "error": None if error is None else f"{type(error).__name__}: {error}",
-        "results": results,
-        "targets": [{**asdict(c), "passed": c.passed} for c in checks],
-    }
-    out.write_text(json.dumps(document, indent=2, default=str))
-    print(f"\n{elapsed:.0f} s in all; results in {out.relative_to(ROOT)}")
-    if error is not None:
-        raise error  # after the partial report: a crash still exits non-zero
-    return 0
+    return turns.run_benchmark("tools", argv, parse_args, run, targets, print_report)
 
 
 if __name__ == "__main__":

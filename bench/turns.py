@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -734,8 +734,17 @@ def code_version() -> str:
     return f"{commit or 'unknown'}{'+dirty' if status else ''}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    opts = parse_args(argv)
+def run_benchmark(
+    name: str,
+    argv: Sequence[str] | None,
+    parse: Callable[[Sequence[str] | None], Any],
+    run_all: Callable[[Any, dict[str, Any], str], Coroutine[Any, Any, None]],
+    check: Callable[[dict[str, Any]], list[Target]],
+    report: Callable[[dict[str, Any], list[Target]], None],
+) -> int:
+    """Parse, run, report even after a crash, and write the results as JSON: every
+    benchmark's entry point (`python -m bench.<name>`)."""
+    opts = parse(argv)
     started = time.perf_counter()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     version = code_version()
@@ -744,21 +753,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        asyncio.run(run(opts, results, stamp))
+        asyncio.run(run_all(opts, results, stamp))
     except BaseException as err:
         error = err
-    checks = targets(results)
-    print_report(results, checks)
+    checks = check(results)
+    report(results, checks)
     elapsed = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"turns-{stamp}.json"
+    out = RESULTS / f"{name}-{stamp}.json"
     document = {
         "started_at": stamp,
         "commit": version,
         "load_average_before": load,
         "load_average_after": os.getloadavg(),
         "wall_seconds": elapsed,
-        "command": " ".join(["python -m bench.turns", *(argv or sys.argv[1:])]),
+        "command": " ".join([f"python -m bench.{name}", *(argv or sys.argv[1:])]),
         "options": asdict(opts),
         "cpus": os.cpu_count(),
         "error": None if error is None else f"{type(error).__name__}: {error}",
@@ -770,6 +779,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if error is not None:
         raise error  # after the partial report: a crash still exits non-zero
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_benchmark("turns", argv, parse_args, run, targets, print_report)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Real worker and gateway processes for tests that need them (HTTP, crashes, the model)."""
+"""Real worker and gateway processes for tests that need them, and the HTTP calls they share."""
 
 import asyncio
 import json
@@ -80,6 +80,10 @@ class Gateway:
         self.clients.append(client)
         return client
 
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
 
 async def poll_reply(client: httpx.AsyncClient, url: str, seconds: float = 20) -> Any:
     """GET a reply URL until it answers 200. 202 means not yet; 503 means no worker is up to
@@ -92,6 +96,20 @@ async def poll_reply(client: httpx.AsyncClient, url: str, seconds: float = 20) -
         assert response.status_code in (202, 503), response.text
         await asyncio.sleep(0.1)
     raise AssertionError(f"no reply within {seconds} s")
+
+
+async def new_session(client: httpx.AsyncClient, **body: Any) -> str:
+    response = await client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["session_id"]
+    return session_id
+
+
+async def messages(client: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/sessions/{session_id}/messages", params={"limit": 500})
+    assert response.status_code == 200, response.text
+    page: list[dict[str, Any]] = response.json()["messages"]
+    return page
 
 
 def start_gateway(environ: dict[str, str]) -> Gateway:
@@ -120,3 +138,12 @@ def running(*processes: Process) -> Iterator[None]:
     finally:
         for process in processes:
             process.stop()
+
+
+@contextmanager
+def serving(environ: dict[str, str]) -> Iterator[Gateway]:
+    """A worker process and a gateway process on `environ`, stopped when the block ends."""
+    worker = start("worker", environ)
+    gateway = start_gateway(environ)
+    with running(gateway.process, worker):
+        yield gateway

@@ -5,13 +5,13 @@ committed files is that a change which breaks replay of existing sessions fails 
 """
 
 import asyncio
-import json
 import sys
 import uuid
 from pathlib import Path
 
 from temporalio.client import WorkflowExecution
 
+from activities.providers.scripted import tool_script as script
 from api.service import SessionService
 from common.ids import workflow_id
 from common.process import exit_without_finalizers
@@ -25,12 +25,6 @@ from workflows.messages import SendMessage, SessionConfig, ToolDecision
 
 OUT = Path(__file__).parent / "histories"
 OWNER = "recorder"
-
-
-def script(*steps: list[tuple[str, object]]) -> str:
-    return (
-        "<<tools:" + json.dumps([[{"name": n, "arguments": a} for n, a in s] for s in steps]) + ">>"
-    )
 
 
 async def record(only: set[str]) -> None:

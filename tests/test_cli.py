@@ -11,15 +11,13 @@ from collections.abc import Iterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.processes import ALICE_KEY, Gateway, running, stack_env, start, start_gateway
+from tests.processes import ALICE_KEY, Gateway, serving, stack_env
 
 
 @pytest.fixture(scope="module")
 def gateway(dev_env: WorkflowEnvironment) -> Iterator[Gateway]:
     environ = stack_env(dev_env, f"tq-cli-{uuid.uuid4().hex[:8]}")
-    worker = start("worker", environ)
-    gw = start_gateway(environ)
-    with running(gw.process, worker):
+    with serving(environ) as gw:
         yield gw
 
 

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers.scripted import tool_script
 from api.service import SessionService
 from common.ids import workflow_id
 from common.settings import Settings
@@ -85,10 +86,10 @@ async def test_worker_killed_between_tool_calls_repeats_no_finished_call(
         alice = gateway.client()
         created = await alice.post("/v1/sessions", json={"tools": ["step"]})
         session_id = created.json()["session_id"]
-        steps = [[{"name": "step", "arguments": {"n": n, "seconds": s}}] for n, s in STEPS]
+        steps = [[("step", {"n": n, "seconds": seconds})] for n, seconds in STEPS]
         sent = await alice.post(
             f"/v1/sessions/{session_id}/messages?wait=false",
-            json={"content": f"three steps <<tools:{json.dumps(steps)}>>", "message_id": "t-1"},
+            json={"content": "three steps " + tool_script(*steps), "message_id": "t-1"},
         )
         assert sent.status_code == 202, sent.text
         await wait_for_line(log, "start 3")
@@ -139,7 +140,7 @@ async def test_pending_approval_survives_worker_and_server_restarts(tmp_path: Pa
     worker = start("worker", environ)
     try:
         await service.create("alice", "approve-me", SessionConfig(model=MODEL, tools=["send_note"]))
-        content = "note " + '<<tools:[[{"name": "send_note", "arguments": {"text": "hi"}}]]>>'
+        content = "note " + tool_script([("send_note", {"text": "hi"})])
         await service.send("alice", "approve-me", SendMessage(message_id="a-1", content=content))
         before = await wait_for_pending(service)
     finally:

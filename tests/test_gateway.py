@@ -13,11 +13,11 @@ from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
     Gateway,
+    messages,
+    new_session,
     poll_reply,
-    running,
+    serving,
     stack_env,
-    start,
-    start_gateway,
 )
 
 MAX_CHARS = 2000
@@ -33,12 +33,9 @@ async def gateway(dev_env: WorkflowEnvironment) -> AsyncIterator[Gateway]:
         max_request_bytes=16_384,
         reply_wait_seconds=2,
     )
-    worker = start("worker", environ)
-    gw = start_gateway(environ)
-    with running(gw.process, worker):
+    with serving(environ) as gw:
         yield gw
-        for client in gw.clients:
-            await client.aclose()
+        await gw.close_clients()
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +48,12 @@ def bob(gateway: Gateway) -> httpx.AsyncClient:
     return gateway.client(BOB_KEY)
 
 
-async def new_session(client: httpx.AsyncClient, **body: Any) -> str:
-    response = await client.post("/v1/sessions", json=body)
-    assert response.status_code == 201, response.text
-    session_id: str = response.json()["session_id"]
-    return session_id
-
-
 async def say(client: httpx.AsyncClient, session_id: str, content: str, **body: Any) -> Any:
     response = await client.post(
         f"/v1/sessions/{session_id}/messages", json={"content": content, **body}
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-async def messages(client: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/v1/sessions/{session_id}/messages", params={"limit": 500})
-    assert response.status_code == 200, response.text
-    page: list[dict[str, Any]] = response.json()["messages"]
-    return page
 
 
 async def test_health_needs_no_key(gateway: Gateway) -> None:

@@ -15,15 +15,16 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers.scripted import tool_script as script
 from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
     Gateway,
+    messages,
+    new_session,
     poll_reply,
-    running,
+    serving,
     stack_env,
-    start,
-    start_gateway,
 )
 
 MAX_TOOLS = 4
@@ -42,12 +43,9 @@ async def gateway(dev_env: WorkflowEnvironment) -> AsyncIterator[Gateway]:
         tool_approval_timeout_seconds=APPROVAL_TIMEOUT,
         reply_wait_seconds=2,
     )
-    worker = start("worker", environ)
-    gw = start_gateway(environ)
-    with running(gw.process, worker):
+    with serving(environ) as gw:
         yield gw
-        for client in gw.clients:
-            await client.aclose()
+        await gw.close_clients()
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +58,11 @@ def bob(gateway: Gateway) -> httpx.AsyncClient:
     return gateway.client(BOB_KEY)
 
 
-def script(*steps: list[tuple[str, Any]]) -> str:
-    """A scripted-provider directive: one list of (name, arguments) calls per model step."""
-    return (
-        "<<tools:" + json.dumps([[{"name": n, "arguments": a} for n, a in s] for s in steps]) + ">>"
-    )
-
-
-async def new_session(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/sessions", json=body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
 async def status_of(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     response = await client.get(f"/v1/sessions/{session_id}")
     assert response.status_code == 200, response.text
     status: dict[str, Any] = response.json()
     return status
-
-
-async def messages(client: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/v1/sessions/{session_id}/messages", params={"limit": 500})
-    assert response.status_code == 200, response.text
-    page: list[dict[str, Any]] = response.json()["messages"]
-    return page
 
 
 async def send_later(client: httpx.AsyncClient, session_id: str, content: str) -> str:
@@ -168,12 +145,14 @@ async def test_tools_are_listed_with_their_schemas(alice: httpx.AsyncClient) -> 
 
 
 async def test_a_session_is_created_with_tools(alice: httpx.AsyncClient) -> None:
-    created = await new_session(alice, tools=["calculate", "send_note", "calculate"])
-    assert created["tools"] == ["calculate", "send_note"]  # de-duplicated, in order
-    status = await status_of(alice, created["session_id"])
+    created = await alice.post(
+        "/v1/sessions", json={"tools": ["calculate", "send_note", "calculate"]}
+    )
+    assert created.json()["tools"] == ["calculate", "send_note"]  # de-duplicated, in order
+    status = await status_of(alice, created.json()["session_id"])
     assert status["tools"] == ["calculate", "send_note"]
     assert status["pending_approvals"] == []
-    assert (await new_session(alice))["tools"] == []  # none unless asked for
+    assert (await status_of(alice, await new_session(alice)))["tools"] == []  # none unless asked
 
 
 @pytest.mark.parametrize(
@@ -204,7 +183,7 @@ async def test_unknown_tool_message_lists_what_is_available(alice: httpx.AsyncCl
 
 
 async def test_date_question_answered_through_the_date_tool(alice: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["resolve_date"]))["session_id"]
+    session_id = await new_session(alice, tools=["resolve_date"])
     question = "What day of the week is July 4th, 2025?"
     call = ("resolve_date", {"expression": "July 4th, 2025"})
     response = await alice.post(
@@ -235,7 +214,7 @@ async def test_date_question_answered_through_the_date_tool(alice: httpx.AsyncCl
 
 
 async def test_tools_can_be_replaced(alice: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["calculate"]))["session_id"]
+    session_id = await new_session(alice, tools=["calculate"])
     url = f"/v1/sessions/{session_id}/tools"
 
     changed = await alice.put(url, json={"tools": ["resolve_date", "send_note"]})
@@ -268,7 +247,7 @@ async def test_tools_can_be_replaced(alice: httpx.AsyncClient) -> None:
 async def test_changing_tools_of_other_or_closed_sessions(
     alice: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
-    session_id = (await new_session(alice, tools=["calculate"]))["session_id"]
+    session_id = await new_session(alice, tools=["calculate"])
     response = await bob.put(f"/v1/sessions/{session_id}/tools", json={"tools": []})
     assert response.status_code == 404, response.text
     missing = await alice.put("/v1/sessions/never-made/tools", json={"tools": []})
@@ -294,7 +273,7 @@ async def test_changing_tools_of_other_or_closed_sessions(
 
 
 async def test_approval_over_http(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["send_note"]))["session_id"]
+    session_id = await new_session(alice, tools=["send_note"])
     location = await send_later(
         alice, session_id, "note " + script([("send_note", {"text": "ship it"})])
     )
@@ -357,7 +336,7 @@ async def test_approval_over_http(alice: httpx.AsyncClient, bob: httpx.AsyncClie
 
 
 async def test_denial_with_a_reason_is_told_to_the_model(alice: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["send_note", "calculate"]))["session_id"]
+    session_id = await new_session(alice, tools=["send_note", "calculate"])
     calls = [("send_note", {"text": "ship it"}), ("calculate", {"expression": "6*7"})]
     # Waiting for the reply outlasts the gateway's wait limit while the call awaits approval.
     response = await alice.post(
@@ -396,7 +375,7 @@ async def test_denial_with_a_reason_is_told_to_the_model(alice: httpx.AsyncClien
 
 
 async def test_ending_the_session_denies_waiting_calls(alice: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["send_note"]))["session_id"]
+    session_id = await new_session(alice, tools=["send_note"])
     location = await send_later(alice, session_id, "note " + script([("send_note", {"text": "x"})]))
     call_id = (await awaiting_approval(alice, session_id))["pending_approvals"][0]["call_id"]
 
@@ -415,7 +394,7 @@ async def test_ending_the_session_denies_waiting_calls(alice: httpx.AsyncClient)
 
 
 async def test_decisions_when_nothing_waits(alice: httpx.AsyncClient) -> None:
-    session_id = (await new_session(alice, tools=["calculate"]))["session_id"]
+    session_id = await new_session(alice, tools=["calculate"])
     response = await alice.post(
         f"/v1/sessions/{session_id}/messages",
         json={"content": "sum " + script([("calculate", {"expression": "2+2"})])},
@@ -446,7 +425,7 @@ async def test_openapi_lists_the_tool_endpoints(gateway: Gateway) -> None:
 async def test_a_session_terminated_while_awaiting_approval_is_listed_as_ended(
     alice: httpx.AsyncClient, dev_env: WorkflowEnvironment
 ) -> None:
-    session_id = (await new_session(alice, tools=["send_note"]))["session_id"]
+    session_id = await new_session(alice, tools=["send_note"])
     await send_later(alice, session_id, "note " + script([("send_note", {"text": "x"})]))
     await awaiting_approval(alice, session_id)
     assert await listed_status(alice, session_id, "awaiting_approval")

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.ids import workflow_id
 from devstack.server import binary
-from tests.processes import Gateway, running, stack_env, start, start_gateway
+from tests.processes import Gateway, running, serving, stack_env, start, start_gateway
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,7 @@ def environ(dev_env: WorkflowEnvironment) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def gateway(environ: dict[str, str]) -> Iterator[Gateway]:
-    worker = start("worker", environ)
-    gw = start_gateway(environ)
-    with running(gw.process, worker):
+    with serving(environ) as gw:
         yield gw
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.processes import Gateway, running, stack_env, start, start_gateway
+from tests.processes import Gateway, serving, stack_env
 
 pytestmark = pytest.mark.model
 
@@ -23,9 +23,7 @@ def model_gateway(dev_env: WorkflowEnvironment, llama_server: str) -> Iterator[G
         openai_base_url=llama_server,
         max_output_tokens=48,
     )
-    worker = start("worker", environ)
-    gateway = start_gateway(environ)
-    with running(gateway.process, worker):
+    with serving(environ) as gateway:
         yield gateway
 
 

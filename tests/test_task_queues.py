@@ -1,13 +1,13 @@
 """Session workflows and model/tool calls on separate task queues, run by separate workers."""
 
 import asyncio
-import json
 import uuid
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers.scripted import tool_script
 from common.ids import workflow_id
 from tests.conftest import scripted_settings
 from tests.processes import poll_reply, running, stack_env, start, start_gateway
@@ -25,10 +25,9 @@ async def test_model_and_tool_calls_run_only_on_the_activity_queue(
         alice = gateway.client()
         created = await alice.post("/v1/sessions", json={"tools": ["calculate"]})
         session_id = created.json()["session_id"]
-        script = [[{"name": "calculate", "arguments": {"expression": "6*7"}}]]
         sent = await alice.post(
             f"/v1/sessions/{session_id}/messages?wait=false",
-            json={"content": f"sum <<tools:{json.dumps(script)}>>"},
+            json={"content": "sum " + tool_script([("calculate", {"expression": "6*7"})])},
         )
         assert sent.status_code == 202, sent.text
         # With no worker on the activity queue, the turn waits (nothing is lost meanwhile).

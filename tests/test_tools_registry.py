@@ -221,7 +221,7 @@ async def test_context_is_passed_when_declared(registry: ToolRegistry) -> None:
         await whoami(Text(text="direct"))
 
 
-def test_registration_and_subsets(registry: ToolRegistry) -> None:
+def test_registration(registry: ToolRegistry) -> None:
     registry.register(echo)  # the same tool again is harmless
 
     @tool(name="echo", description="An impostor.")
@@ -230,12 +230,7 @@ def test_registration_and_subsets(registry: ToolRegistry) -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         registry.register(other_echo)
-    session = registry.subset(["echo", "whoami"])
-    assert session.names() == ["echo", "whoami"]
-    assert "forecast" not in session and "echo" in session and len(session) == 2
-    assert session.get("echo") is echo
-    with pytest.raises(KeyError, match="teleport"):
-        registry.subset(["echo", "teleport"])
+    assert registry.get("echo") is echo and "echo" in registry and "teleport" not in registry
 
 
 def _write_module(directory: Path, name: str, body: str) -> None:

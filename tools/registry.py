@@ -12,7 +12,7 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, Field, ValidationError
 
-from workflows.messages import ToolSpec
+from workflows.messages import ToolPolicy, ToolSpec
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 ToolOutput = str | BaseModel
@@ -112,6 +112,7 @@ class Tool(Generic[ArgsT]):
         self.needs_approval = needs_approval
         self.timeout_seconds = timeout_seconds
         self.max_attempts = max_attempts
+        self._definition: ToolDefinition | None = None
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
@@ -124,11 +125,22 @@ class Tool(Generic[ArgsT]):
         return await self.func(args, context)
 
     def definition(self) -> ToolDefinition:
-        return ToolDefinition(
-            name=self.name,
-            description=self.description,
-            parameters=self.args_model.model_json_schema(),
+        """What the model and callers are told; built once, since every model call sends it."""
+        if self._definition is None:
+            self._definition = ToolDefinition(
+                name=self.name,
+                description=self.description,
+                parameters=self.args_model.model_json_schema(),
+                needs_approval=self.needs_approval,
+            )
+        return self._definition
+
+    def policy(self) -> ToolPolicy:
+        """How the workflow must run a call of this tool."""
+        return ToolPolicy(
             needs_approval=self.needs_approval,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
         )
 
 
@@ -239,16 +251,6 @@ class ToolRegistry:
 
     def definitions(self) -> list[ToolDefinition]:
         return [item.definition() for item in self]
-
-    def subset(self, names: Iterable[str]) -> "ToolRegistry":
-        """The registry a session gets: only the tools it named (unknown names are refused)."""
-        wanted = list(names)
-        unknown = sorted(set(wanted) - set(self._tools))
-        if unknown:
-            raise KeyError(f"unknown tools: {', '.join(unknown)}; known: {', '.join(self.names())}")
-        narrowed = ToolRegistry(self.max_output_chars)
-        narrowed.register(*(self._tools[name] for name in wanted))
-        return narrowed
 
     async def call(
         self, name: str, raw_arguments: str | dict[str, Any], context: ToolContext

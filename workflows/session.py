@@ -74,6 +74,14 @@ UNKNOWN_TOOL_CALL = "UnknownToolCall"
 TOOL_CALL_DECIDED = "ToolCallDecided"
 
 
+@dataclass(frozen=True)
+class _ApprovalWait:
+    message_id: str
+    turn: int
+    requested_at: datetime
+    deadline: datetime
+
+
 @dataclass
 class _TurnOutcome:
     content: str
@@ -104,8 +112,8 @@ class ChatSessionWorkflow:
         self._end_requested = False
         self._ready = False  # false until a resumed run has loaded its previous history
         self._alarm: asyncio.Future[None] = _rung()
-        self._approvals: dict[str, PendingApproval] = {}  # this turn's calls awaiting a human
-        self._decided: dict[str, RecordedToolCall] = {}  # this turn's calls needing approval
+        self._approval_calls: dict[str, RecordedToolCall] = {}  # this turn's, by call id
+        self._approval_wait: _ApprovalWait | None = None  # set while the turn waits for them
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -200,8 +208,7 @@ class ChatSessionWorkflow:
         )
         self._user_seq[item.message_id] = user.seq
         self._state = "working"
-        self._approvals.clear()
-        self._decided.clear()
+        self._approval_calls.clear()
         outcome = await self._converse(item, turn, user)
         reply = self._append(
             id=f"{item.message_id}.reply",
@@ -376,29 +383,23 @@ class ChatSessionWorkflow:
         session cannot expire meanwhile: expiry is only checked between turns.
         """
         timeout = timedelta(seconds=self._config.approval_timeout_seconds)
-        deadline = workflow.now() + timeout
-        for call in calls:
-            if call.approval == "pending":
-                self._decided[call.id] = call
-                self._approvals[call.id] = PendingApproval(
-                    call_id=call.id,
-                    name=call.name,
-                    arguments=call.arguments,
-                    message_id=item.message_id,
-                    turn=turn,
-                    requested_at=workflow.now(),
-                    deadline=deadline,
-                )
+        self._approval_calls.update({c.id: c for c in calls if c.approval == "pending"})
+        self._approval_wait = _ApprovalWait(
+            item.message_id, turn, workflow.now(), workflow.now() + timeout
+        )
         self._set_state("awaiting_approval")
         workflow.set_current_details(self._details())
         try:
             await workflow.wait_condition(
-                lambda: not self._approvals, timeout=timeout, timeout_summary="approval deadline"
+                lambda: not self._pending_calls(),
+                timeout=timeout,
+                timeout_summary="approval deadline",
             )
         except TimeoutError:
             reason = f"No decision within {self._config.approval_timeout_seconds} s."
-            for call_id in list(self._approvals):
-                self._decide(call_id, "timed_out", reason)
+            for call in self._pending_calls():
+                _decide(call, "timed_out", reason)
+        self._approval_wait = None
         self._state = "working"
         # Visibility shows a turn in progress as active, as it does for turns without tools.
         workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set("active")])
@@ -443,28 +444,22 @@ class ChatSessionWorkflow:
         Tool calls waiting for approval are denied: ending is the owner's answer to them.
         """
         self._end_requested = True
-        for call_id in list(self._approvals):
-            self._decide(call_id, "denied", "The user ended the session.")
+        for call in self._pending_calls():
+            _decide(call, "denied", "The user ended the session.")
         await workflow.wait_condition(lambda: self._state == "ended" or not self._end_requested)
         return self._status()
 
     @workflow.update(name="decide_tool_call")
     def decide_tool_call(self, decision: ToolDecision) -> RecordedToolCall:
         """Approve or deny a call waiting for approval; repeating the same answer is a no-op."""
-        if decision.call_id in self._approvals:
-            approval: ApprovalState = "approved" if decision.approve else "denied"
-            self._decide(decision.call_id, approval, decision.reason)
-        return self._decided[decision.call_id]
-
-    def _decide(self, call_id: str, approval: ApprovalState, reason: str | None) -> None:
-        call = self._decided[call_id]
-        call.approval = approval
-        call.decision_reason = reason
-        del self._approvals[call_id]
+        call = self._approval_calls[decision.call_id]
+        if call.approval == "pending":
+            _decide(call, "approved" if decision.approve else "denied", decision.reason)
+        return call
 
     @decide_tool_call.validator
     def _validate_decision(self, decision: ToolDecision) -> None:
-        call = self._decided.get(decision.call_id)
+        call = self._approval_calls.get(decision.call_id)
         if call is None:
             raise ApplicationError(
                 f"no tool call {decision.call_id!r} is waiting for a decision in this session",
@@ -551,7 +546,8 @@ class ChatSessionWorkflow:
                 message_id=message_id, state="done", reply=self._reply_to(message_id)
             )
         if message_id in self._user_seq:
-            waiting = any(a.message_id == message_id for a in self._approvals.values())
+            wait = self._approval_wait
+            waiting = wait is not None and wait.message_id == message_id
             state = "awaiting_approval" if waiting else "working"
             return ReplyLookup(message_id=message_id, state=state)
         if any(q.message_id == message_id for q in self._queue):
@@ -615,6 +611,26 @@ class ChatSessionWorkflow:
             runs=self._runs,
         )
 
+    def _pending_calls(self) -> list[RecordedToolCall]:
+        return [c for c in self._approval_calls.values() if c.approval == "pending"]
+
+    def _pending_approvals(self) -> list[PendingApproval]:
+        wait = self._approval_wait
+        if wait is None:
+            return []
+        return [
+            PendingApproval(
+                call_id=c.id,
+                name=c.name,
+                arguments=c.arguments,
+                message_id=wait.message_id,
+                turn=wait.turn,
+                requested_at=wait.requested_at,
+                deadline=wait.deadline,
+            )
+            for c in self._pending_calls()
+        ]
+
     def _continue_as_new_due(self) -> bool:
         return (
             workflow.info().is_continue_as_new_suggested()
@@ -645,7 +661,7 @@ class ChatSessionWorkflow:
             usage=self._usage,
             runs=self._runs,
             tools=self._config.tools,
-            pending_approvals=list(self._approvals.values()),
+            pending_approvals=self._pending_approvals(),
         )
 
     def _details(self) -> str:
@@ -653,10 +669,15 @@ class ChatSessionWorkflow:
             f"**{self._owner}** · {self._config.model} · {self._turns} turns · "
             f"{self._usage.total_tokens} tokens"
         )
-        if self._approvals:
-            waiting = ", ".join(f"`{a.name}` ({a.call_id})" for a in self._approvals.values())
+        if self._pending_calls():
+            waiting = ", ".join(f"`{c.name}` ({c.id})" for c in self._pending_calls())
             details += f"\n\nwaiting for approval: {waiting}"
         return details
+
+
+def _decide(call: RecordedToolCall, approval: ApprovalState, reason: str | None) -> None:
+    call.approval = approval
+    call.decision_reason = reason
 
 
 def _policy(policies: dict[str, ToolPolicy], call: ToolCall) -> ToolPolicy:

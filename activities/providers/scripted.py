@@ -10,7 +10,7 @@ before each word, so a test can watch a reply arrive.
 calls: one list of calls per model step (calls in one step are asked for at once). Once the
 script is used up it answers `echo: <message> [tools: <result> | <result> ...]`, quoting the
 results of this turn's last tool step, so a test sees what the tools returned. `arguments` may
-be a string, sent as is (to script invalid JSON).
+be a string, sent as is (to script invalid JSON). `tool_script` writes such a directive.
 """
 
 import asyncio
@@ -78,6 +78,12 @@ class ScriptedProvider:
 def _directives(request: ProviderRequest) -> dict[str, str]:
     turn = _current_turn(request.messages)
     return dict(_DIRECTIVE.findall(turn[0].content if turn else ""))
+
+
+def tool_script(*steps: list[tuple[str, Any]]) -> str:
+    """The `<<tools:...>>` directive: one list of (tool name, arguments) calls per model step."""
+    plan = [[{"name": name, "arguments": args} for name, args in step] for step in steps]
+    return f"<<tools:{json.dumps(plan)}>>"
 
 
 def _current_turn(messages: list[ContextMessage]) -> list[ContextMessage]:
