@@ -21,7 +21,7 @@ from common.ids import workflow_id
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE
 from common.settings import Settings
 from devstack.server import binary, start_dev_env
-from tests.processes import free_port
+from tests.processes import ALICE_KEY, BOB_KEY, Gateway, free_port
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,18 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+def alice(gateway: Gateway) -> httpx.AsyncClient:
+    """Alice's client for the module's own `gateway` fixture."""
+    return gateway.client(ALICE_KEY)
+
+
+@pytest.fixture(scope="module")
+def bob(gateway: Gateway) -> httpx.AsyncClient:
+    """Bob's client: another user, for isolation checks."""
+    return gateway.client(BOB_KEY)
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.processes import (
-    ALICE_KEY,
-    BOB_KEY,
     Gateway,
     messages,
     new_session,
@@ -36,16 +34,6 @@ async def gateway(dev_env: WorkflowEnvironment) -> AsyncIterator[Gateway]:
     with serving(environ) as gw:
         yield gw
         await gw.close_clients()
-
-
-@pytest.fixture(scope="module")
-def alice(gateway: Gateway) -> httpx.AsyncClient:
-    return gateway.client(ALICE_KEY)
-
-
-@pytest.fixture(scope="module")
-def bob(gateway: Gateway) -> httpx.AsyncClient:
-    return gateway.client(BOB_KEY)
 
 
 async def say(client: httpx.AsyncClient, session_id: str, content: str, **body: Any) -> Any:

@@ -17,8 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.scripted import tool_script as script
 from tests.processes import (
-    ALICE_KEY,
-    BOB_KEY,
     Gateway,
     messages,
     new_session,
@@ -46,16 +44,6 @@ async def gateway(dev_env: WorkflowEnvironment) -> AsyncIterator[Gateway]:
     with serving(environ) as gw:
         yield gw
         await gw.close_clients()
-
-
-@pytest.fixture(scope="module")
-def alice(gateway: Gateway) -> httpx.AsyncClient:
-    return gateway.client(ALICE_KEY)
-
-
-@pytest.fixture(scope="module")
-def bob(gateway: Gateway) -> httpx.AsyncClient:
-    return gateway.client(BOB_KEY)
 
 
 async def status_of(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
