@@ -1,4 +1,4 @@
-"""The LLM turn activity: reads the context by query, calls the provider, decides retries.
+"""The LLM turn activity: reads the context by query, streams the provider, decides retries.
 
 Retry decisions are made here, once: 408/409/429/5xx and connection failures are retryable
 (Retry-After becomes the next retry delay), every other failure is not.
@@ -13,6 +13,8 @@ from temporalio.exceptions import ApplicationError
 from activities.context_cache import ContextCache, ToolResultCache
 from activities.heartbeat import heartbeating
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
+from activities.providers.base import OnDelta
+from activities.stream_hub import LiveText, StreamHub
 from common.settings import Settings
 from tools.registry import ToolRegistry
 from workflows.messages import (
@@ -40,8 +42,10 @@ class LLMActivities:
         settings: Settings,
         tools: ToolRegistry | None = None,
         results: ToolResultCache | None = None,
+        hub: StreamHub | None = None,
     ) -> None:
         self._client = client
+        self._hub = hub or StreamHub()
         self._providers = providers
         self._settings = settings
         self._tools = tools or ToolRegistry()
@@ -55,6 +59,8 @@ class LLMActivities:
             provider_name, model_name = split_model(turn.model)
         except ValueError as err:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
+        attempt = activity.info().attempt
+        live = self._hub.open((turn.workflow_id, turn.turn, turn.step, attempt))
         try:
             async with heartbeating():
                 context = self._contexts.context_for(turn) or await self._read_context(turn)
@@ -65,8 +71,11 @@ class LLMActivities:
                     tools=self._tool_specs(turn.tools),
                 )
                 provider = await self._providers.get(provider_name)
-                reply = await provider.complete(request)
-        except ProviderError as err:
+                reply = await provider.stream(request, _appender(live))
+        except BaseException as err:
+            live.fail()
+            if not isinstance(err, ProviderError):
+                raise
             self._contexts.forget(turn)
             raise ApplicationError(
                 err.message,
@@ -74,6 +83,7 @@ class LLMActivities:
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
+        live.finish(reply.content)
         calls = _unique_ids(reply.tool_calls, turn)
         self._contexts.remember(turn, context, reply.content, calls)
         return LLMTurnResult(
@@ -82,6 +92,7 @@ class LLMActivities:
             usage=reply.usage,
             tool_calls=calls,
             tool_policies={call.name: self._policy(call.name) for call in calls},
+            attempt=attempt,
         )
 
     def _tool_specs(self, names: list[str]) -> list[ToolSpec]:
@@ -101,6 +112,13 @@ class LLMActivities:
             ChatSessionWorkflow.llm_context,
             LLMContextRequest(upto_seq=turn.upto_seq, max_chars=self._settings.context_max_chars),
         )
+
+
+def _appender(live: LiveText) -> OnDelta:
+    async def on_delta(text: str) -> None:
+        live.append(text)
+
+    return on_delta
 
 
 def _unique_ids(calls: list[ToolCall], turn: LLMTurnInput) -> list[ToolCall]:

@@ -11,6 +11,7 @@ from api.errors import install_error_handlers
 from api.routes import router
 from api.schemas import Health
 from api.service import SessionService
+from api.streaming import LiveStreams
 from common.settings import Settings, get_settings
 from common.temporal_client import connect
 from tools.configured import configured_registry
@@ -24,7 +25,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         app.state.settings = settings
         app.state.tools = configured_registry(settings)
         app.state.sessions = SessionService(client or await connect(settings), settings)
+        app.state.streams = LiveStreams(app.state.sessions, settings)
         yield
+        await app.state.streams.aclose()
 
     app = FastAPI(
         title="Durable chat sessions",

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.service import SessionService
+from api.streaming import LiveStreams
 from common.settings import Settings
 from tools.registry import ToolRegistry
 
@@ -28,6 +29,12 @@ async def get_tools(request: Request) -> ToolRegistry:
     return tools
 
 
+async def get_streams(request: Request) -> LiveStreams:
+    streams: LiveStreams = request.app.state.streams
+    return streams
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ServiceDep = Annotated[SessionService, Depends(get_service)]
 ToolsDep = Annotated[ToolRegistry, Depends(get_tools)]
+StreamsDep = Annotated[LiveStreams, Depends(get_streams)]

@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from api.auth import CurrentUser
-from api.deps import ServiceDep, SettingsDep, ToolsDep
+from api.deps import ServiceDep, SettingsDep, StreamsDep, ToolsDep
 from api.errors import ApiError
 from api.limits import (
     check_content,
@@ -27,6 +28,7 @@ from api.schemas import (
     ToolCallDecision,
     ToolList,
 )
+from api.streaming import resume_point
 from common.ids import is_valid_id, new_id
 from workflows.messages import (
     RecordedToolCall,
@@ -34,6 +36,7 @@ from workflows.messages import (
     SessionConfig,
     SessionStatus,
     ToolDecision,
+    TurnViewRequest,
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -167,6 +170,83 @@ async def list_messages(
     _check_id(session_id)
     page = await service.history(user, session_id, after, limit)
     return MessagePage(messages=page.messages, next=page.next)
+
+
+_SSE: dict[int | str, dict[str, object]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "Server-Sent Events of one turn: `turn_started`, `delta` (text), "
+        "`restart` (drop this step's text so far: a retried model call writes it again), "
+        "`tool_call`, `tool_result`, `error`, then `turn_completed`. Every event has an id; "
+        "reconnect with `Last-Event-ID` to continue right after it, through any gateway.",
+    },
+    400: {"model": ErrorBody, "description": "Last-Event-ID is not one of this turn's."},
+}
+LastEventId = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", description="Resume after this event (sent by EventSource)."),
+]
+
+
+@router.post(
+    "/sessions/{session_id}/messages/stream",
+    tags=["streaming"],
+    response_class=StreamingResponse,
+    responses=_SSE,
+)
+async def stream_message(
+    session_id: str,
+    body: PostMessage,
+    user: CurrentUser,
+    service: ServiceDep,
+    streams: StreamsDep,
+    settings: SettingsDep,
+) -> StreamingResponse:
+    """Send a message and read its turn as it happens. The message is durable before the
+    stream starts; closing the stream does not stop the reply, which lands in history."""
+    _check_id(session_id)
+    check_content(settings, body.content)
+    msg = SendMessage(message_id=body.message_id or new_id(), content=body.content)
+    await service.send(user, session_id, msg)
+    req = TurnViewRequest(message_id=msg.message_id)
+    return await streams.open(user, session_id, req, None, just_sent=True)
+
+
+@router.get(
+    "/sessions/{session_id}/messages/{message_id}/stream",
+    tags=["streaming"],
+    response_class=StreamingResponse,
+    responses=_SSE,
+)
+async def stream_reply(
+    session_id: str,
+    message_id: str,
+    user: CurrentUser,
+    streams: StreamsDep,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """Attach to one message's turn (another tab, or a reconnect); a finished turn is replayed."""
+    _check_id(session_id)
+    _check_id(message_id, "message_id")
+    req = TurnViewRequest(message_id=message_id)
+    return await streams.open(user, session_id, req, resume_point(last_event_id))
+
+
+@router.get(
+    "/sessions/{session_id}/stream",
+    tags=["streaming"],
+    response_class=StreamingResponse,
+    responses=_SSE,
+)
+async def stream_current_turn(
+    session_id: str, user: CurrentUser, streams: StreamsDep, last_event_id: LastEventId = None
+) -> StreamingResponse:
+    """Attach to the turn in progress (or the next queued one); with `Last-Event-ID`, to that
+    event's turn. 404 when nothing is in progress."""
+    _check_id(session_id)
+    after = resume_point(last_event_id)
+    req = TurnViewRequest(turn=after.turn if after else None)
+    return await streams.open(user, session_id, req, after)
 
 
 @router.get("/tools", tags=["tools"])

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -30,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError, not_found
 from api.schemas import SessionSummary
 from common.ids import parse_workflow_id, workflow_id
+from common.live_streams import LLM_ACTIVITY, stream_url_of
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
 from common.settings import Settings
 from workflows.messages import (
@@ -44,6 +46,8 @@ from workflows.messages import (
     SessionStatus,
     SetTools,
     ToolDecision,
+    TurnView,
+    TurnViewRequest,
 )
 from workflows.session import ChatSessionWorkflow
 
@@ -154,6 +158,27 @@ class SessionService:
     async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
         handle = await self._existing(owner, session_id)
         return await handle.query(ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT)
+
+    async def turn_view(self, owner: str, session_id: str, req: TurnViewRequest) -> TurnView:
+        handle = await self._existing(owner, session_id)
+        return await handle.query(ChatSessionWorkflow.turn_view, req, rpc_timeout=QUERY_TIMEOUT)
+
+    async def live_model_call(self, owner: str, session_id: str) -> tuple[str, int] | None:
+        """(stream server URL, attempt) of the session's model call running now, if any.
+
+        Temporal knows which worker took the activity; that worker's identity names its
+        stream server (see `common/live_streams.py`).
+        """
+        handle = await self._existing(owner, session_id)
+        description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        for pending in description.raw_description.pending_activities:
+            if (
+                pending.activity_type.name == LLM_ACTIVITY
+                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            ):
+                url = stream_url_of(pending.last_worker_identity)
+                return (url, pending.attempt) if url else None
+        return None
 
     # ---- tools -------------------------------------------------------------------------
 

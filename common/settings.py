@@ -101,6 +101,25 @@ class Settings(BaseSettings):
         description="What a worker process runs: `sessions` (workflows and bookkeeping), "
         "`activities` (model and tool calls, on activity_task_queue) or `all`.",
     )
+    stream_host: str = Field(
+        default="127.0.0.1",
+        description="Where the worker serves live reply text to gateways (internal only).",
+    )
+    stream_port: int = Field(default=0, description="0: any free port (advertised to gateways).")
+    stream_advertise_url: str | None = Field(
+        default=None,
+        description="The address gateways use to reach this worker's stream server, e.g. "
+        "http://worker-3:7300 in a cluster; unset: http://<stream_host>:<bound port>.",
+    )
+    stream_token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret gateways present to workers' stream servers; set it "
+        "wherever the stream port is reachable from more than this machine.",
+    )
+    stream_retain_seconds: float = 120.0
+    max_stream_subscribers: int = Field(
+        default=8, description="Live readers of one session's reply at once (per process)."
+    )
     max_concurrent_activities: int = 20
     max_concurrent_workflow_tasks: int = 50
     max_cached_workflows: int = 1000

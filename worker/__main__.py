@@ -8,10 +8,12 @@ from contextlib import AsyncExitStack
 import uvloop
 
 from activities.providers import ProviderRegistry
+from activities.stream_hub import StreamHub
 from common.process import exit_without_finalizers
 from common.settings import get_settings
 from common.temporal_client import connect
 from worker.build import build_workers
+from worker.stream_server import serving_streams
 
 log = logging.getLogger("worker")
 
@@ -20,16 +22,24 @@ async def main() -> None:
     settings = get_settings()
     client = await connect(settings)
     providers = ProviderRegistry(settings)
-    workers = build_workers(client, settings, providers)
+    hub = StreamHub(retain_seconds=settings.stream_retain_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    queues = ", ".join(w.task_queue for w in workers)
-    log.info(
-        "worker (%s) polling %s at %s", settings.worker_role, queues, settings.temporal_address
-    )
     async with AsyncExitStack() as running:
+        stream_url = None
+        if settings.worker_role != "sessions":
+            stream_url = await running.enter_async_context(serving_streams(hub, settings))
+        workers = build_workers(client, settings, providers, hub=hub, stream_url=stream_url)
+        queues = ", ".join(w.task_queue for w in workers)
+        log.info(
+            "worker (%s) polling %s at %s; live replies at %s",
+            settings.worker_role,
+            queues,
+            settings.temporal_address,
+            stream_url,
+        )
         for worker in workers:
             await running.enter_async_context(worker)
         await stop.wait()

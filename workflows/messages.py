@@ -94,6 +94,11 @@ class ChatMessage(BaseModel):
     truncated: bool = Field(
         default=False, description="On a tool message: the output was cut to the size cap."
     )
+    attempt: int | None = Field(
+        default=None,
+        description="On a model's message: the attempt of the model call that wrote it "
+        "(a stream's `restart` events name the attempt that replaced a failed one).",
+    )
 
 
 class SessionConfig(BaseModel):
@@ -174,6 +179,28 @@ class ReplyLookup(BaseModel):
     message_id: str
     state: Literal["unknown", "queued", "working", "awaiting_approval", "done"]
     reply: ChatMessage | None = None
+
+
+class TurnViewRequest(BaseModel):
+    """Which turn to show: by its user message, by turn number, or (neither) the current one."""
+
+    message_id: str | None = None
+    turn: int | None = None
+
+
+class TurnView(BaseModel):
+    """One turn as far as it has got; what a reply stream is rebuilt from after a reconnect."""
+
+    message_id: str | None = None
+    turn: int | None = Field(default=None, description="Null while the message is queued.")
+    state: Literal["unknown", "queued", "working", "awaiting_approval", "done"]
+    model_step: int | None = Field(
+        default=None, description="The step whose model call is running now, if one is."
+    )
+    messages: list[ChatMessage] = Field(
+        default_factory=list,
+        description="The turn's messages after the user's: tool steps, tool results, the reply.",
+    )
 
 
 class HistoryRequest(BaseModel):
@@ -303,6 +330,7 @@ class LLMTurnResult(BaseModel):
     tool_policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="For each tool named in `tool_calls`."
     )
+    attempt: int = Field(default=1, description="The activity attempt that produced this.")
 
 
 class SessionStatus(BaseModel):

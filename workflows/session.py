@@ -50,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
         ToolDecision,
         ToolOutcome,
         ToolPolicy,
+        TurnView,
+        TurnViewRequest,
         Usage,
     )
     from workflows.tool_calls import denied_outcome, short_arguments, unavailable_outcome
@@ -88,6 +90,7 @@ class _TurnOutcome:
     model: str
     usage: Usage | None
     error: str | None = None
+    attempt: int | None = None
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -114,6 +117,7 @@ class ChatSessionWorkflow:
         self._alarm: asyncio.Future[None] = _rung()
         self._approval_calls: dict[str, RecordedToolCall] = {}  # this turn's, by call id
         self._approval_wait: _ApprovalWait | None = None  # set while the turn waits for them
+        self._model_step: int | None = None  # the step of this turn whose model call runs
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -220,6 +224,7 @@ class ChatSessionWorkflow:
             model=outcome.model,
             usage=outcome.usage,
             error=outcome.error,
+            attempt=outcome.attempt,
         )
         self._reply_seq[item.message_id] = reply.seq
         self._last_activity = workflow.now()
@@ -240,7 +245,7 @@ class ChatSessionWorkflow:
             usage = result.usage if usage is None else usage.plus(result.usage)
             self._usage = self._usage.plus(result.usage)
             if not result.tool_calls:
-                return _TurnOutcome(result.content, model, usage)
+                return _TurnOutcome(result.content, model, usage, attempt=result.attempt)
             if step == steps:
                 return _TurnOutcome(
                     result.content,
@@ -249,6 +254,7 @@ class ChatSessionWorkflow:
                     f"Stopped after {steps} model calls in one turn (the session's "
                     "max_tool_steps) while the model still wanted tools; send another message "
                     "to let it continue.",
+                    result.attempt,
                 )
             await self._run_tools(item, turn, step, result)
         raise AssertionError("unreachable: the last step always returns")
@@ -259,6 +265,22 @@ class ChatSessionWorkflow:
         model = self._config.model
         first = step == 1
         previous = self._messages[user.seq - 2] if first and user.seq > 1 else None
+        self._model_step = step
+        try:
+            return await self._model_activity(item, turn, user, step, model, previous)
+        finally:
+            self._model_step = None
+
+    async def _model_activity(
+        self,
+        item: QueuedMessage,
+        turn: int,
+        user: ChatMessage,
+        step: int,
+        model: str,
+        previous: ChatMessage | None,
+    ) -> LLMTurnResult:
+        first = step == 1
         result: LLMTurnResult = await workflow.execute_activity(
             "generate_reply",
             LLMTurnInput(
@@ -321,6 +343,7 @@ class ChatSessionWorkflow:
             turn=turn,
             model=result.model,
             tool_calls=calls,
+            attempt=result.attempt,
         )
         if any(call.approval == "pending" for call in calls):
             await self._await_approvals(item, turn, calls)
@@ -553,6 +576,38 @@ class ChatSessionWorkflow:
         if any(q.message_id == message_id for q in self._queue):
             return ReplyLookup(message_id=message_id, state="queued")
         return ReplyLookup(message_id=message_id, state="unknown")
+
+    @workflow.query(name="turn_view")
+    def turn_view(self, req: TurnViewRequest) -> TurnView:
+        message_id = req.message_id or self._message_of_turn(req.turn)
+        if message_id is None:
+            return TurnView(state="unknown")
+        lookup = self.reply(message_id)
+        if lookup.state in ("unknown", "queued"):
+            return TurnView(message_id=message_id, state=lookup.state)
+        user = self._messages[self._user_seq[message_id] - 1]
+        end = self._reply_seq.get(message_id, len(self._messages))
+        return TurnView(
+            message_id=message_id,
+            turn=user.turn,
+            state=lookup.state,
+            model_step=self._model_step if lookup.state != "done" else None,
+            messages=self._messages[user.seq : end],
+        )
+
+    def _message_of_turn(self, turn: int | None) -> str | None:
+        """The user message of `turn`; with no turn, the one being answered or next in line."""
+        if turn is None:
+            if self._state in ("working", "awaiting_approval"):
+                turn = self._turns
+            else:
+                return self._queue[0].message_id if self._queue else None
+        for message in reversed(self._messages):
+            if message.role == "user" and message.turn == turn:
+                return message.id
+            if message.turn is not None and message.turn < turn:
+                break
+        return None
 
     @workflow.query(name="llm_context")
     def llm_context(self, req: LLMContextRequest) -> list[ContextMessage]:
