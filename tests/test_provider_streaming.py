@@ -181,7 +181,8 @@ async def test_openai_stream_assembles_tool_calls_from_fragments() -> None:
         ToolCall(id="call_a", name="calculate", arguments='{"expression": "2+2"}'),
         ToolCall(id="call_b", name="current_time", arguments="{}"),
     ]
-    assert reply.usage == Usage()
+    # No usage chunk (as from llama_cpp.server): an estimate, one token per fragment.
+    assert reply.usage.completion_tokens == 4 and reply.usage.prompt_tokens >= 1
 
 
 async def test_openai_http_error_before_the_stream_maps_as_complete_does() -> None:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.processes import Gateway, serving, stack_env
+from cli.sse import aiter_events
+from tests.processes import Gateway, messages, serving, stack_env
 
 pytestmark = pytest.mark.model
 
@@ -53,3 +54,25 @@ async def test_a_real_model_answers(model_gateway: Gateway, model: str | None) -
     assert reply["usage"]["prompt_tokens"] > 10  # the system prompt and question, tokenized
     assert reply["usage"]["completion_tokens"] > 0
     assert status["usage"]["total_tokens"] == reply["usage"]["total_tokens"]
+
+
+@pytest.mark.parametrize("model", [None, "openai/smollm2"], ids=["local-default", "openai-http"])
+async def test_a_real_model_streams_token_by_token(
+    model_gateway: Gateway, model: str | None
+) -> None:
+    client = model_gateway.client(timeout=120)
+    created = await client.post("/v1/sessions", json={"model": model} if model else {})
+    session_id = created.json()["session_id"]
+    texts: list[str] = []
+    body = {"message_id": "q1", "content": "Tell me about the sea."}
+    async with client.stream("POST", f"/v1/sessions/{session_id}/messages/stream", json=body) as r:
+        assert r.status_code == 200
+        async for event in aiter_events(r.aiter_lines()):
+            if event.event == "delta":
+                texts.append(event.data["text"])
+            if event.event == "turn_completed":
+                break
+    (reply,) = [m for m in await messages(client, session_id) if m["role"] == "assistant"]
+    await client.aclose()
+    assert len(texts) > 1, "the reply arrived in pieces, as the model wrote it"
+    assert "".join(texts) == reply["content"] and reply["content"].strip()

@@ -66,6 +66,19 @@ class ChatProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+CHARS_PER_TOKEN = 4
+"""The usual rule of thumb for English text; used only where a provider reports no counts."""
+
+
+def estimate_prompt_tokens(messages: list[ContextMessage]) -> int:
+    """A documented estimate for servers that stream without usage (llama_cpp.server ignores
+    `stream_options`): about four characters per token, at least one per message."""
+    chars = sum(
+        len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls) for m in messages
+    )
+    return max(chars // CHARS_PER_TOKEN, len(messages))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds form; HTTP dates are ignored)."""
     if not value:

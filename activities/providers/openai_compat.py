@@ -16,6 +16,7 @@ from activities.providers.base import (
     ProviderError,
     ProviderReply,
     ProviderRequest,
+    estimate_prompt_tokens,
     parse_retry_after,
 )
 from workflows.messages import ContextMessage, ToolCall, Usage
@@ -74,7 +75,7 @@ class OpenAICompatibleProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        reply = _ChunkFolder(request.model, self._url, self._secret)
+        reply = _ChunkFolder(request, self._url, self._secret)
         async with open_stream(self._client, self._url, payload, secret=self._secret) as events:
             async for _, data in events:
                 if data.strip() == "[DONE]":
@@ -119,13 +120,15 @@ class _ChunkFolder:
     in pieces that only make sense once concatenated.
     """
 
-    def __init__(self, model: str, url: str, secret: str | None) -> None:
-        self._model = model
+    def __init__(self, request: ProviderRequest, url: str, secret: str | None) -> None:
+        self._request = request
+        self._model = request.model
         self._url = url
         self._secret = secret
         self._text: list[str] = []
         self._calls: dict[int, dict[str, str]] = {}
-        self._usage = Usage()
+        self._usage: Usage | None = None
+        self._pieces = 0  # chunks carrying text or a call fragment: about one token each
 
     def add(self, chunk: dict[str, Any]) -> str:
         """Takes in one chunk and returns its reply text ("" if it carries none)."""
@@ -155,6 +158,8 @@ class _ChunkFolder:
                 if function.get("name"):
                     call["name"] = str(function["name"])
                 call["arguments"] += str(function.get("arguments") or "")
+            if text or delta.get("tool_calls"):
+                self._pieces += 1
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ProviderError(f"malformed stream chunk from {self._url}", status=502) from exc
         if text:
@@ -168,11 +173,19 @@ class _ChunkFolder:
         return ProviderReply(
             content="".join(self._text),
             model=self._model,
-            usage=self._usage,
+            usage=self._usage or self._estimated_usage(),
             tool_calls=[
                 ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
                 for c in calls
             ],
+        )
+
+    def _estimated_usage(self) -> Usage:
+        """For servers that ignore `stream_options` and send no counts: an estimate, so a
+        session's token totals are never silently zero."""
+        return Usage(
+            prompt_tokens=estimate_prompt_tokens(self._request.messages),
+            completion_tokens=self._pieces,
         )
 
 
