@@ -40,6 +40,18 @@ def test_every_chat_setting_named_in_compose_exists() -> None:
             assert variable in fields, f"{name}: {variable} is not a setting"
 
 
+def test_gateways_can_read_the_workers_live_replies() -> None:
+    services = compose()["services"]
+    worker, gateway = services["worker"], services["gateway"]
+    assert worker["environment"]["CHAT_STREAM_HOST"] == "0.0.0.0"
+    assert str(worker["environment"]["CHAT_STREAM_PORT"]) in worker["expose"]
+    token = worker["environment"]["CHAT_STREAM_TOKEN"]
+    assert (
+        token.startswith("${CHAT_STREAM_TOKEN:?")
+        and gateway["environment"]["CHAT_STREAM_TOKEN"] == token
+    ), "the stream token is required and shared"
+
+
 def test_search_attributes_registered_match_the_code() -> None:
     command = " ".join(compose()["services"]["temporal-setup"]["command"])
     for attribute, kind in SEARCH_ATTRIBUTES.items():

@@ -79,6 +79,17 @@ def _line(body: dict[str, object]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
+def _reachable_host(settings: Settings) -> str:
+    """Bound to every interface (a container): advertise this host's own address."""
+    host = settings.stream_host
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return socket.gethostname()
+
+
 class _QuietServer(uvicorn.Server):
     """The worker owns the process's signals; this server must not take them over."""
 
@@ -108,10 +119,7 @@ async def serving_streams(hub: StreamHub, settings: Settings) -> AsyncIterator[s
             if task.done():
                 task.result()  # raises why it could not start
             await asyncio.sleep(0.01)
-        host = settings.stream_host
-        if host in ("0.0.0.0", "::", ""):
-            host = socket.gethostname()
-        yield settings.stream_advertise_url or f"http://{host}:{port}"
+        yield settings.stream_advertise_url or f"http://{_reachable_host(settings)}:{port}"
     finally:
         server.should_exit = True
         await task
