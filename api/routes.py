@@ -1,6 +1,6 @@
 """The `/v1` routes. Each one checks its input, then makes one call to the session service."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
@@ -182,18 +182,18 @@ _SSE: dict[int | str, dict[str, object]] = {
     },
     400: {"model": ErrorBody, "description": "Last-Event-ID is not one of this turn's."},
 }
+_STREAM_ROUTE: dict[str, Any] = {
+    "tags": ["streaming"],
+    "response_class": StreamingResponse,
+    "responses": _SSE,
+}
 LastEventId = Annotated[
     str | None,
     Header(alias="Last-Event-ID", description="Resume after this event (sent by EventSource)."),
 ]
 
 
-@router.post(
-    "/sessions/{session_id}/messages/stream",
-    tags=["streaming"],
-    response_class=StreamingResponse,
-    responses=_SSE,
-)
+@router.post("/sessions/{session_id}/messages/stream", **_STREAM_ROUTE)
 async def stream_message(
     session_id: str,
     body: PostMessage,
@@ -212,12 +212,7 @@ async def stream_message(
     return await streams.open(user, session_id, req, None, just_sent=True)
 
 
-@router.get(
-    "/sessions/{session_id}/messages/{message_id}/stream",
-    tags=["streaming"],
-    response_class=StreamingResponse,
-    responses=_SSE,
-)
+@router.get("/sessions/{session_id}/messages/{message_id}/stream", **_STREAM_ROUTE)
 async def stream_reply(
     session_id: str,
     message_id: str,
@@ -232,12 +227,7 @@ async def stream_reply(
     return await streams.open(user, session_id, req, resume_point(last_event_id))
 
 
-@router.get(
-    "/sessions/{session_id}/stream",
-    tags=["streaming"],
-    response_class=StreamingResponse,
-    responses=_SSE,
-)
+@router.get("/sessions/{session_id}/stream", **_STREAM_ROUTE)
 async def stream_current_turn(
     session_id: str, user: CurrentUser, streams: StreamsDep, last_event_id: LastEventId = None
 ) -> StreamingResponse:
