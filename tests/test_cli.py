@@ -1,22 +1,41 @@
-"""The CLI against a real gateway: a chat typed on stdin, then `sessions` and `history`."""
+"""The CLI against a real gateway: a chat typed on stdin, then `sessions` and `history`;
+a chat on a pseudo-terminal that shows the reply as it is generated and asks before a tool
+runs; the client's reconnect when a stream breaks off."""
 
 import asyncio
+import io
+import itertools
+import json
 import os
 import re
+import select
 import subprocess
 import sys
+import termios
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers.scripted import tool_script
+from cli.__main__ import TurnPrinter
+from cli.client import Gateway as Client
+from cli.client import GatewayError
+from cli.sse import ServerEvent
 from tests.processes import ALICE_KEY, Gateway, serving, stack_env
 
 
 @pytest.fixture(scope="module")
 def gateway(dev_env: WorkflowEnvironment) -> Iterator[Gateway]:
-    environ = stack_env(dev_env, f"tq-cli-{uuid.uuid4().hex[:8]}")
+    environ = stack_env(
+        dev_env, f"tq-cli-{uuid.uuid4().hex[:8]}", tool_modules=["tests.tool_fixtures"]
+    )
     with serving(environ) as gw:
         yield gw
 
@@ -72,3 +91,257 @@ def test_errors_are_readable(gateway: Gateway) -> None:
     )
     assert done.returncode == 1
     assert "401: unknown API key" in done.stderr.decode()
+
+
+async def test_no_stream_waits_for_the_whole_reply(gateway: Gateway) -> None:
+    out = await cli(gateway, "chat", "--no-stream", stdin="hello there\n")
+    assert "assistant> echo: hello there\n" in out
+
+
+@dataclass
+class Terminal:
+    """`python -m cli` on a pseudo-terminal: what it printed, and when each part arrived.
+
+    Echo is off, so the screen holds only what the CLI wrote; carriage returns are dropped.
+    """
+
+    proc: subprocess.Popen[bytes]
+    fd: int
+    screen: bytearray = field(default_factory=bytearray)
+    arrivals: list[tuple[int, float]] = field(default_factory=list)  # (screen length, when)
+    read_to: int = 0  # `wait_for` looks after the last text it found
+
+    def type(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\n")
+
+    def wait_for(self, text: str, timeout: float = 30) -> float:
+        """When `text` (after the last text waited for) reached the terminal."""
+        wanted = text.encode()
+        deadline = time.monotonic() + timeout
+        while (at := self.screen.find(wanted, self.read_to)) < 0:
+            if not self._read(deadline - time.monotonic()):
+                raise AssertionError(f"no {text!r} on the terminal; it shows:\n{self.text()}")
+        self.read_to = at + len(wanted)
+        return next(when for length, when in self.arrivals if length >= self.read_to)
+
+    def text(self) -> str:
+        return self.screen.decode(errors="replace")
+
+    def _read(self, timeout: float) -> bool:
+        if timeout <= 0 or not select.select([self.fd], [], [], timeout)[0]:
+            return False
+        try:
+            chunk = os.read(self.fd, 4096)
+        except OSError:  # EIO: the CLI exited and closed the terminal
+            return False
+        self.screen += chunk.replace(b"\r", b"")
+        self.arrivals.append((len(self.screen), time.monotonic()))
+        return bool(chunk)
+
+
+@contextmanager
+def terminal(gateway: Gateway, *args: str) -> Iterator[Terminal]:
+    main, child = os.openpty()
+    attrs = termios.tcgetattr(child)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(child, termios.TCSANOW, attrs)
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's
+    environ |= {"CHAT_GATEWAY_URL": gateway.url, "CHAT_API_KEY": ALICE_KEY, "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args], stdin=child, stdout=child, stderr=child, env=environ
+    )
+    os.close(child)
+    term = Terminal(proc, main)
+    try:
+        yield term
+        term.type("exit")
+        term.wait_for("bye")
+        assert proc.wait(timeout=10) == 0, term.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+
+
+def test_chat_prints_tokens_as_they_arrive(gateway: Gateway) -> None:
+    words = [f"w{i:02d}" for i in range(40)]
+    with terminal(gateway, "chat") as term:
+        term.wait_for("you> ")
+        session_id = re.search(r"new session (\w+)", term.text())
+        assert session_id, term.text()
+        term.type("[[tok_delay=0.05]] " + " ".join(words))  # a word every 50 ms
+
+        shown = [term.wait_for("assistant> echo: w00")]
+        stored = httpx.get(
+            f"{gateway.url}/v1/sessions/{session_id.group(1)}/messages",
+            headers={"Authorization": f"Bearer {ALICE_KEY}"},
+        ).json()["messages"]
+        assert [m["role"] for m in stored] == ["user"], "the reply was still being generated"
+        shown += [term.wait_for(f" {word}") for word in ("w10", "w20", "w30", "w39")]
+        term.wait_for("\nyou> ")
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(shown)]
+    assert min(gaps) > 0.2, gaps  # ten words at 50 ms each: about 0.5 s apart
+    assert "assistant> echo: " + " ".join(words) + "\n" in term.text()
+
+
+def test_chat_asks_before_a_tool_that_needs_approval(gateway: Gateway) -> None:
+    with terminal(gateway, "chat", "--tools", "send_note") as term:
+        term.wait_for("tools: send_note)")
+        term.wait_for("you> ")
+        term.type("note " + tool_script([("send_note", {"text": "ship it"})]))
+        term.wait_for('[tool call] send_note {"text": "ship it"}\napprove send_note? [y/n] ')
+        term.type("y")
+        term.wait_for("[approved]\n[tool result] send_note: sent: ship it\n")
+        term.wait_for("assistant> echo: note [tools: sent: ship it]\nyou> ")
+
+        term.type("again " + tool_script([("send_note", {"text": "not this"})]))
+        term.wait_for("approve send_note? [y/n] ")
+        term.type("maybe")
+        term.wait_for("approve send_note? [y/n] ")  # asked again
+        term.type("n")
+        denied = "The user denied the call to 'send_note'; it did not run."
+        term.wait_for(f"[denied]\n[tool error] send_note: {denied}\n")
+        term.wait_for(f"assistant> echo: again [tools: error: {denied}]\nyou> ")
+
+
+class CutFirstStream(httpx.BaseTransport):
+    """Real HTTP, except that the first turn stream breaks off after `after_bytes`."""
+
+    def __init__(self, after_bytes: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.after_bytes = after_bytes
+        self.cut = False
+        self.requests: list[tuple[str, str | None]] = []  # (method, Last-Event-ID)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not request.url.path.endswith("/stream"):
+            return response
+        self.requests.append((request.method, request.headers.get("Last-Event-ID")))
+        if self.cut:
+            return response
+        self.cut = True
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_BreaksOff(response.stream, self.after_bytes),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class _BreaksOff(httpx.SyncByteStream):
+    inner: httpx.SyncByteStream | httpx.AsyncByteStream
+    after_bytes: int
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self.inner, httpx.SyncByteStream)
+        sent = 0
+        for chunk in self.inner:
+            yield chunk
+            sent += len(chunk)
+            if sent >= self.after_bytes:
+                raise httpx.RemoteProtocolError("connection cut by the test")
+
+    def close(self) -> None:
+        assert isinstance(self.inner, httpx.SyncByteStream)
+        self.inner.close()
+
+
+def test_a_broken_stream_is_resumed_without_repeats(gateway: Gateway) -> None:
+    transport = CutFirstStream(after_bytes=600)  # turn_started and a few words
+    client = Client(gateway.url, ALICE_KEY, transport=transport)
+    try:
+        session_id = client.create_session()["session_id"]
+        words = " ".join(f"w{i:02d}" for i in range(30))
+        events = list(client.send_streaming(session_id, "[[tok_delay=0.03]] " + words))
+    finally:
+        client.close()
+    (first, again) = transport.requests
+    assert first == ("POST", None)
+    assert again[0] == "GET" and again[1] is not None
+    ids = [e.id for e in events]
+    assert len(set(ids)) == len(ids), "an event came twice"
+    assert again[1] in ids[:-1]
+    assert events[0].event == "turn_started"
+    assert events[-1].event == "turn_completed"
+    assert _text(events) == "echo: " + words
+
+
+def _text(events: list[ServerEvent]) -> str:
+    text = ""
+    for event in events:
+        if event.event == "restart":
+            text = ""
+        elif event.event == "delta":
+            text += event.data["text"]
+    return text
+
+
+class Failing(httpx.BaseTransport):
+    """Every turn stream answers 503, as a gateway that cannot reach Temporal."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(503, json={"detail": "Temporal is unavailable"})
+
+
+def test_reconnects_are_bounded() -> None:
+    transport = Failing()
+    client = Client("http://gateway.invalid", "k", transport=transport, reconnect_delay=0)
+    with pytest.raises(GatewayError, match=r"503: Temporal is unavailable \(gave up after 3"):
+        list(client.send_streaming("s1", "hi", reconnects=3))
+    assert transport.calls == 4
+
+
+def test_a_turn_error_is_an_event_not_a_reconnect() -> None:
+    body = "".join(
+        f"id: 1.1.{phase}.0.0.0\nevent: {name}\ndata: {json.dumps(data)}\n\n"
+        for phase, name, data in [
+            (0, "turn_started", {"turn": 1, "message_id": "m1"}),
+            (4, "error", {"status": 502, "detail": "the model failed"}),
+            (5, "turn_completed", {"message_id": "r1", "error": "the model failed"}),
+        ]
+    )
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=body.encode(), headers={"content-type": "text/event-stream"}
+        )
+    )
+    client = Client("http://gateway.invalid", "k", transport=transport, reconnect_delay=0)
+    events = list(client.send_streaming("s1", "hi"))
+    assert [e.event for e in events] == ["turn_started", "error", "turn_completed"]
+
+
+def test_the_printer_shows_a_restart_and_a_failed_turn() -> None:
+    screen = io.StringIO()
+    printer = TurnPrinter(Client("http://gateway.invalid", "k"), "s1", out=screen)
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("turn_started", {"turn": 1, "message_id": "m1"}),
+        ("delta", {"step": 1, "attempt": 1, "text": "Hel"}),
+        ("restart", {"step": 1, "attempt": 2}),
+        ("delta", {"step": 1, "attempt": 2, "text": "Hello"}),
+        ("tool_call", {"step": 1, "id": "c1", "name": "calculate", "arguments": '{"x": 1}'}),
+        ("tool_result", {"step": 1, "call_id": "c1", "name": "calculate", "content": "2"}),
+        ("error", {"status": 502, "detail": "the model is down"}),
+        ("turn_completed", {"message_id": "r1", "error": "the model is down"}),
+    ]
+    for name, data in events:
+        printer.show(ServerEvent(name, data))
+    printer.end_line()
+    assert screen.getvalue() == (
+        "assistant> Hel\n"
+        "[model call retried, starting over]\n"
+        "assistant> Hello\n"
+        '[tool call] calculate {"x": 1}\n'
+        "[tool result] calculate: 2\n"
+        "[turn failed] the model is down\n"
+    )
