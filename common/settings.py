@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     max_cached_workflows: int = 1000
     graceful_shutdown_seconds: float = 30.0
 
+    # Encryption of everything Temporal stores (see common/encryption.py)
+    encryption_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON object of key id to a base64 32-byte key, e.g. {"2026-11": "..."}; '
+        "empty: payloads are stored in clear. Keep old keys after a rotation.",
+    )
+    encryption_key_id: str | None = Field(
+        default=None, description="The key new payloads are sealed with; needed with 2+ keys."
+    )
+
     @field_validator("api_keys")
     @classmethod
     def _user_ids_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
@@ -132,6 +142,18 @@ class Settings(BaseSettings):
             if not is_valid_id(user):
                 raise ValueError(f"user id {user!r} must be 1-64 letters, digits, '_' or '-'")
         return value
+
+    def current_encryption_key(self) -> str | None:
+        """The id of the key new payloads are sealed with; None when encryption is off."""
+        if not self.encryption_keys:
+            return None
+        if self.encryption_key_id is not None:
+            if self.encryption_key_id not in self.encryption_keys:
+                raise ValueError(f"CHAT_ENCRYPTION_KEY_ID {self.encryption_key_id!r} is not a key")
+            return self.encryption_key_id
+        if len(self.encryption_keys) > 1:
+            raise ValueError("with several CHAT_ENCRYPTION_KEYS, set CHAT_ENCRYPTION_KEY_ID")
+        return next(iter(self.encryption_keys))
 
     def available_providers(self) -> set[str]:
         """Providers this deployment can serve; a session may only name one of these."""
