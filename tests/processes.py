@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,8 +65,15 @@ class Process:
         self.proc.wait()
 
 
-def start(module: str, environ: dict[str, str]) -> Process:
-    return Process(subprocess.Popen([sys.executable, "-m", module], env=environ), module)
+def start(module: str, environ: dict[str, str], log: Path | None = None) -> Process:
+    """`python -m module`; its output goes to `log` when given (to be read by the test)."""
+    if log is None:
+        return Process(subprocess.Popen([sys.executable, "-m", module], env=environ), module)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
+    return Process(proc, module)
 
 
 @dataclass
@@ -112,10 +120,10 @@ async def messages(client: httpx.AsyncClient, session_id: str) -> list[dict[str,
     return page
 
 
-def start_gateway(environ: dict[str, str]) -> Gateway:
+def start_gateway(environ: dict[str, str], log: Path | None = None) -> Gateway:
     port = free_port()
     environ = {**environ, "CHAT_GATEWAY_PORT": str(port)}
-    process = start("api", environ)
+    process = start("api", environ, log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
