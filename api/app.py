@@ -6,7 +6,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api.body_limit import BodySizeLimit
+from api.codec import RequestLimits, redact_tokens_in_access_log
+from api.codec import router as codec_router
 from api.errors import install_error_handlers
 from api.routes import router
 from api.schemas import Health
@@ -38,7 +39,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(codec_router)
+    # Body limits (the API's own; a larger one on /codec) and CORS for the Temporal UI on
+    # /codec only.
+    app.add_middleware(RequestLimits, settings=settings)
+    redact_tokens_in_access_log()
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

@@ -6,6 +6,7 @@ costing every message a round trip.
 """
 
 import asyncio
+import logging
 from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -50,6 +52,8 @@ from workflows.messages import (
     TurnViewRequest,
 )
 from workflows.session import ChatSessionWorkflow
+
+log = logging.getLogger("api.service")
 
 QUERY_TIMEOUT = timedelta(seconds=15)
 _KNOWN_SESSIONS_CACHE = 10_000
@@ -242,7 +246,7 @@ class SessionService:
             summary = SessionSummary(
                 session_id=parsed[1],
                 status=state,
-                model=await run.memo_value(_MODEL_MEMO, default=None, type_hint=str),
+                model=await _model_of(run),
                 started_at=run.start_time,
                 closed_at=run.close_time,
             )
@@ -315,3 +319,14 @@ class SessionService:
             "memo": {_MODEL_MEMO: model},
             "static_summary": f"chat session of **{owner}** · {model}",
         }
+
+
+async def _model_of(run: WorkflowExecution) -> str | None:
+    """The model memo; None when this process cannot read it (sealed with a key it lacks, or
+    written by an incompatible version), so one unreadable run never breaks the whole list."""
+    try:
+        model: str | None = await run.memo_value(_MODEL_MEMO, default=None, type_hint=str)
+    except Exception:  # decoding raises whatever the codec or converter raises
+        log.warning("session %s: memo unreadable by this gateway", run.id)
+        return None
+    return model

@@ -135,6 +135,42 @@ class Settings(BaseSettings):
         default=None, description="The key new payloads are sealed with; needed with 2+ keys."
     )
 
+    # Codec endpoint: decrypted history for the Temporal UI and CLI (see api/codec.py)
+    codec_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the per-user codec tokens of /codec/u/<token>, the URL the Temporal "
+        "UI's Codec Server setting takes (it cannot send an API key); unset: those URLs are 404.",
+    )
+    codec_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose pages may call /codec (CORS); empty: the origin of "
+        "temporal_ui_url. The rest of the API allows no cross-origin calls.",
+    )
+    codec_max_request_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        description="Body limit for /codec: one event's payloads, which Temporal allows up to "
+        "2 MB, in base64.",
+    )
+    gateway_public_url: str | None = Field(
+        default=None,
+        description="The gateway as browsers and the Temporal CLI reach it, e.g. "
+        "https://chat.example.com, for the codec URLs of GET /v1/codec; unset: the "
+        "address the request came to.",
+    )
+
+    @field_validator("encryption_key_id", "codec_token_secret", "gateway_public_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`VAR: ${VAR:-}` in docker-compose passes an empty string for "not set"."""
+        return None if value == "" else value
+
+    @field_validator("codec_token_secret")
+    @classmethod
+    def _codec_secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("CHAT_CODEC_TOKEN_SECRET must be at least 16 characters")
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _user_ids_are_valid(cls, value: dict[str, str]) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 Starts the Temporal dev server (SQLite file under .data/, Web UI, search attributes), one
 worker and the gateway; prints the URLs and a development API key; Ctrl-C stops everything.
-State lives in .data/, so starting again keeps every session.
+State lives in .data/, so starting again keeps every session. Payloads are encrypted with a key
+kept in .data/ too, and the Web UI decrypts the dev user's sessions through the gateway's codec
+endpoint (api/codec.py).
 """
 
 import json
@@ -13,9 +15,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common.settings import get_settings
+from api.codec import codec_token
+from common.encryption import new_key
+from common.settings import Settings, get_settings
 from devstack.server import FAST_SERVER_ARGS, binary, search_attribute_args
 
 DATA = Path(".data")
@@ -23,6 +28,7 @@ TEMPORAL_PORT = 7233
 UI_PORT = 8233
 # Closed sessions stay resumable for as long as Temporal keeps them (the namespace retention).
 RETENTION = "8760h"
+DEV_ENCRYPTION_KEY_ID = "dev"
 
 
 def main() -> int:
@@ -38,6 +44,8 @@ def main() -> int:
     address = f"127.0.0.1:{TEMPORAL_PORT}"
     env.setdefault("CHAT_TEMPORAL_ADDRESS", address)
     env.setdefault("CHAT_TEMPORAL_UI_URL", f"http://localhost:{UI_PORT}")
+    encryption = _dev_encryption(env, settings)
+    ui_codec_user, ui_codec_args = _dev_ui_codec(env, settings)
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -59,6 +67,7 @@ def main() -> int:
                     "--log-level",
                     "warn",
                     *search_attribute_args(),
+                    *ui_codec_args,
                     *FAST_SERVER_ARGS,
                 ],
                 stdout=server_log,
@@ -87,6 +96,10 @@ def main() -> int:
         procs.append(_spawn("api", env))
         _wait_for_port(settings.gateway_port, procs[-1], "gateway")
         _banner(key, settings.gateway_port)
+        print(f"  Encryption  {encryption}")
+        if ui_codec_user:
+            print(f'  Codec       the Temporal UI decrypts the sessions of "{ui_codec_user}"')
+        print(flush=True)
         while procs[0].poll() is None and procs[2].poll() is None:
             if procs[1].poll() is not None:
                 # Like a pod supervisor: a dead worker is replaced, and Temporal hands its
@@ -130,6 +143,45 @@ def _dev_api_key(env: dict[str, str]) -> str:
     key = path.read_text().strip()
     env["CHAT_API_KEYS"] = json.dumps({key: "dev"})
     return key
+
+
+def _kept_secret(name: str, make: Callable[[], str]) -> str:
+    """A secret made once and kept in .data/ (created with mode 600), so restarts reuse it."""
+    path = DATA / name
+    if not path.exists():
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(make())
+    return path.read_text().strip()
+
+
+def _dev_encryption(env: dict[str, str], settings: Settings) -> str:
+    """Payload encryption with a key kept in .data/, unless CHAT_ENCRYPTION_KEYS is set.
+    The key is as precious as .data/temporal.db: without it those sessions cannot be read."""
+    if settings.encryption_keys:
+        return "payloads sealed with CHAT_ENCRYPTION_KEYS"
+    key = _kept_secret("encryption-key", new_key)
+    env["CHAT_ENCRYPTION_KEYS"] = json.dumps({DEV_ENCRYPTION_KEY_ID: key})
+    env["CHAT_ENCRYPTION_KEY_ID"] = DEV_ENCRYPTION_KEY_ID
+    return f"payloads sealed with the key in {DATA / 'encryption-key'} (keep it with the data)"
+
+
+def _dev_ui_codec(env: dict[str, str], settings: Settings) -> tuple[str | None, list[str]]:
+    """The Web UI's codec endpoint: the gateway's token URL of the one configured user, so the
+    UI shows that user's sessions decrypted out of the box (others' stay ciphertext)."""
+    if settings.codec_token_secret is not None:
+        secret = settings.codec_token_secret.get_secret_value()
+    else:
+        secret = _kept_secret("codec-token-secret", lambda: secrets.token_urlsafe(32))
+        env["CHAT_CODEC_TOKEN_SECRET"] = secret
+    if not settings.codec_allowed_origins:
+        origins = [f"http://localhost:{UI_PORT}", f"http://127.0.0.1:{UI_PORT}"]
+        env["CHAT_CODEC_ALLOWED_ORIGINS"] = json.dumps(origins)
+    users = sorted(set(json.loads(env["CHAT_API_KEYS"]).values()))
+    if len(users) != 1:
+        return None, []  # several users: each takes their URL from GET /v1/codec
+    token = codec_token(secret, users[0])
+    endpoint = f"http://127.0.0.1:{settings.gateway_port}/codec/u/{token}"
+    return users[0], ["--ui-codec-endpoint", endpoint]
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str) -> None:

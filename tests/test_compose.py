@@ -52,6 +52,19 @@ def test_gateways_can_read_the_workers_live_replies() -> None:
     ), "the stream token is required and shared"
 
 
+def test_workers_and_gateways_hold_the_same_encryption_keys() -> None:
+    services = compose()["services"]
+    worker, gateway = services["worker"]["environment"], services["gateway"]["environment"]
+    keys = worker["CHAT_ENCRYPTION_KEYS"]
+    assert keys.startswith("${CHAT_ENCRYPTION_KEYS:?"), "encryption keys are required"
+    assert gateway["CHAT_ENCRYPTION_KEYS"] == keys
+    assert worker["CHAT_ENCRYPTION_KEY_ID"] == gateway["CHAT_ENCRYPTION_KEY_ID"]
+    assert gateway["CHAT_CODEC_TOKEN_SECRET"].startswith("${CHAT_CODEC_TOKEN_SECRET")
+    # What the empty defaults (`${VAR:-}`) arrive as must read as "not set".
+    unset = Settings(_env_file=None, encryption_key_id="", codec_token_secret="")
+    assert unset.encryption_key_id is None and unset.codec_token_secret is None
+
+
 def test_search_attributes_registered_match_the_code() -> None:
     command = " ".join(compose()["services"]["temporal-setup"]["command"])
     for attribute, kind in SEARCH_ATTRIBUTES.items():
