@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench bench-tools lock record-histories clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream lock record-histories clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench: install
 
 bench-tools: install
 	$(BIN)/python -m bench.tools
+
+bench-stream: install
+	$(BIN)/python -m bench.streaming
 
 record-histories: install
 	$(BIN)/python -m tests.record_histories

@@ -8,6 +8,7 @@ costing every message a round trip.
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -61,6 +62,15 @@ _MODEL_MEMO = "model"
 _LIVE_STATES = ("active", "working", "awaiting_approval")
 
 Handle = WorkflowHandle[ChatSessionWorkflow, SessionStatus]
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A model call Temporal has scheduled; once started, on a worker serving `url`."""
+
+    attempt: int
+    started: bool
+    url: str | None = None
 
 
 class SessionService:
@@ -167,8 +177,8 @@ class SessionService:
         handle = await self._existing(owner, session_id)
         return await handle.query(ChatSessionWorkflow.turn_view, req, rpc_timeout=QUERY_TIMEOUT)
 
-    async def live_model_call(self, owner: str, session_id: str) -> tuple[str, int] | None:
-        """(stream server URL, attempt) of the session's model call running now, if any.
+    async def live_model_call(self, owner: str, session_id: str) -> LiveCall | None:
+        """The session's model call in progress (None if there is none).
 
         Temporal knows which worker took the activity; that worker's identity names its
         stream server (see `common/live_streams.py`).
@@ -176,12 +186,11 @@ class SessionService:
         handle = await self._existing(owner, session_id)
         description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
         for pending in description.raw_description.pending_activities:
-            if (
-                pending.activity_type.name == LLM_ACTIVITY
-                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-            ):
-                url = stream_url_of(pending.last_worker_identity)
-                return (url, pending.attempt) if url else None
+            if pending.activity_type.name != LLM_ACTIVITY:
+                continue
+            if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                return LiveCall(pending.attempt, started=False)
+            return LiveCall(pending.attempt, True, stream_url_of(pending.last_worker_identity))
         return None
 
     # ---- tools -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from api.errors import ApiError
-from api.service import SessionService
+from api.service import LiveCall, SessionService
 from common.ids import workflow_id
 from common.live_streams import TOKEN_HEADER
 from common.settings import Settings
@@ -35,6 +35,8 @@ from workflows.messages import ChatMessage, TurnView, TurnViewRequest
 
 log = logging.getLogger("api.streaming")
 
+START_POLLS = 50
+START_POLL_SECONDS = 0.005
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
@@ -270,14 +272,24 @@ class TurnStream:
 
     # ---- the model call running now ----------------------------------------------------
 
+    async def _started_call(self) -> LiveCall | None:
+        """The model call once a worker has it. Between scheduling and start (usually a few
+        ms) Temporal alone is polled, quickly: this wait is most of the time to first token."""
+        for _ in range(START_POLLS):
+            found = await self.service.live_model_call(self.owner, self.session_id)
+            if found is None or found.started:
+                return found
+            await asyncio.sleep(START_POLL_SECONDS)
+        return None
+
     async def _live(self, turn: int, step: int) -> AsyncIterator[StreamEvent]:
         at = self._at(turn)
         if not at.before(step, TEXT + 1):
             return
-        found = await self.service.live_model_call(self.owner, self.session_id)
-        if found is None:
+        found = await self._started_call()
+        if found is None or found.url is None:
             return
-        url, attempt = found
+        url, attempt = found.url, found.attempt
         held = at.offset if (at.step, at.phase) == (step, TEXT) else 0
         if held and at.attempt != attempt:
             yield _restart(turn, step, attempt)
