@@ -37,6 +37,7 @@ log = logging.getLogger("api.streaming")
 
 START_POLLS = 50
 START_POLL_SECONDS = 0.005
+FAST_POLL_WINDOW_SECONDS = 0.5
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
@@ -160,6 +161,7 @@ class TurnStream:
 
     async def _events(self, view: TurnView) -> AsyncIterator[bytes]:
         delay = POLL_MIN_SECONDS
+        progress_at = time.monotonic()
         while True:
             progressed = False
             for event in self._recorded(view):
@@ -172,13 +174,18 @@ class TurnStream:
                     progressed = True
                     yield self._send(event)
             if progressed:
-                delay = POLL_MIN_SECONDS
+                delay, progress_at = POLL_MIN_SECONDS, time.monotonic()
             else:
                 if time.monotonic() - self._sent_at > KEEPALIVE_SECONDS:
                     self._sent_at = time.monotonic()
                     yield KEEPALIVE
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, POLL_MAX_SECONDS)
+                if time.monotonic() - progress_at < FAST_POLL_WINDOW_SECONDS:
+                    # A turn's next model call usually starts within milliseconds: watch for
+                    # it in Temporal alone (a query would hold up the workflow task itself).
+                    await self._until_model_call(progress_at + FAST_POLL_WINDOW_SECONDS)
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, POLL_MAX_SECONDS)
             view = await self.service.turn_view(
                 self.owner, self.session_id, TurnViewRequest(message_id=self.message_id)
             )
@@ -271,6 +278,13 @@ class TurnStream:
         return self.cursor or Cursor(turn, phase=-1)
 
     # ---- the model call running now ----------------------------------------------------
+
+    async def _until_model_call(self, deadline: float) -> None:
+        """Returns once a model call is pending (or at `deadline`)."""
+        while time.monotonic() < deadline:
+            if await self.service.live_model_call(self.owner, self.session_id) is not None:
+                return
+            await asyncio.sleep(START_POLL_SECONDS)
 
     async def _started_call(self) -> LiveCall | None:
         """The model call once a worker has it. Between scheduling and start (usually a few
