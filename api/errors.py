@@ -5,9 +5,13 @@ gRPC status. Both are mapped here, so every route can simply let them propagate.
 """
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -17,7 +21,14 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.session import INVALID_MESSAGE, SESSION_BUSY, TOOL_CALL_DECIDED, UNKNOWN_TOOL_CALL
+from workflows.quota_messages import RATE_LIMITED, SESSION_LIMIT, TOKEN_QUOTA_EXHAUSTED
+from workflows.session import (
+    INVALID_MESSAGE,
+    SESSION_BUSY,
+    SESSION_FULL,
+    TOOL_CALL_DECIDED,
+    UNKNOWN_TOOL_CALL,
+)
 
 log = logging.getLogger("api.errors")
 
@@ -26,6 +37,10 @@ APPLICATION_ERROR_STATUS = {
     SESSION_BUSY: 429,
     UNKNOWN_TOOL_CALL: 404,
     TOOL_CALL_DECIDED: 409,
+    SESSION_FULL: 409,  # the session holds all the messages it may: a new session would not
+    SESSION_LIMIT: 409,  # the user's open sessions are all it may have: end one first
+    RATE_LIMITED: 429,  # Retry-After: when the oldest counted message leaves the minute
+    TOKEN_QUOTA_EXHAUSTED: 429,  # Retry-After: the time to 00:00 UTC
 }
 RETRY_AFTER_SECONDS = "1"
 
@@ -57,9 +72,17 @@ async def _update_failed(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorkflowUpdateFailedError)
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type in APPLICATION_ERROR_STATUS:
-        return _json(APPLICATION_ERROR_STATUS[cause.type], cause.message)
+        return _json(APPLICATION_ERROR_STATUS[cause.type], cause.message, _retry_after(cause))
     log.error("update failed: %s", cause)
     return _json(500, "the session could not process the request")
+
+
+def _retry_after(error: ApplicationError) -> dict[str, str] | None:
+    """A refusal that knows when a retry will succeed says so in `next_retry_delay`."""
+    delay = error.next_retry_delay
+    if delay is None:
+        return None
+    return {"Retry-After": str(max(1, math.ceil(delay.total_seconds())))}
 
 
 async def _rpc_error(_: Request, exc: Exception) -> JSONResponse:
@@ -83,7 +106,32 @@ async def _update_timed_out(_: Request, exc: Exception) -> JSONResponse:
     return _json(503, "the session did not answer in time; retry with the same message_id")
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer, except that a 405 lists in `Allow` every method of the path, not
+    only those of the first route whose path matched (RFC 9110: the resource's methods)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = [m for m in _METHODS if _routes_method(request, m)]
+        if allowed:
+            exc = HTTPException(
+                405, exc.detail, {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            )
+    return await http_exception_handler(request, exc)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _routes_method(request: Request, method: str) -> bool:
+    scope = {
+        k: request.scope[k] for k in ("type", "path", "root_path", "headers") if k in request.scope
+    }
+    scope["method"] = method
+    return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(WorkflowUpdateFailedError, _update_failed)
     app.add_exception_handler(RPCError, _rpc_error)

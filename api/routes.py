@@ -40,18 +40,39 @@ from workflows.messages import (
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "The request body could not be read."},
     401: {"model": ErrorBody, "description": "Missing or unknown API key."},
     404: {"model": ErrorBody, "description": "No such session for this user."},
     413: {"model": ErrorBody, "description": "A size limit was exceeded."},
     422: {"description": "The request is malformed or a value is out of range."},
-    429: {"model": ErrorBody, "description": "Too busy; retry after `Retry-After` seconds."},
+    409: {
+        "model": ErrorBody,
+        "description": "A conflict with the current state: the session already exists, is "
+        "full (its message limit), or the user has all the open sessions they may have.",
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "Too busy, or past a per-user quota (messages per minute, tokens per "
+        "day); retry after `Retry-After` seconds.",
+    },
     503: {"model": ErrorBody, "description": "Temporal or the workers are not reachable."},
 }
 
 router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 
-@router.post("/sessions", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+@router.post(
+    "/sessions",
+    status_code=status.HTTP_201_CREATED,
+    tags=["sessions"],
+    responses={
+        409: {
+            "model": ErrorBody,
+            "description": "The caller has a session of this id, or already has all the open "
+            "sessions one user may have.",
+        }
+    },
+)
 async def create_session(
     body: CreateSession,
     user: CurrentUser,
@@ -69,6 +90,7 @@ async def create_session(
         tools=check_tools(settings, tools, body.tools),
         max_tool_steps=settings.max_tool_steps,
         approval_timeout_seconds=settings.tool_approval_timeout_seconds,
+        max_messages=settings.max_messages_per_session,
     )
     session_id = body.session_id or new_id()
     await service.create(user, session_id, config)
@@ -172,9 +194,34 @@ async def list_messages(
     return MessagePage(messages=page.messages, next=page.next)
 
 
+# Before OpenAPI 3.2 (and its `itemSchema`), a text/event-stream `schema` describes one event.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": [
+                "turn_started",
+                "delta",
+                "restart",
+                "tool_call",
+                "tool_result",
+                "error",
+                "turn_completed",
+            ],
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+        },
+        "id": {"type": "string", "description": "Send as `Last-Event-ID` to resume after it."},
+    },
+    "required": ["event", "data"],
+}
 _SSE: dict[int | str, dict[str, object]] = {
     200: {
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
         "description": "Server-Sent Events of one turn: `turn_started`, `delta` (text), "
         "`restart` (drop this step's text so far: a retried model call writes it again), "
         "`tool_call`, `tool_result`, `error`, then `turn_completed`. Every event has an id; "
@@ -245,7 +292,11 @@ async def list_tools(user: CurrentUser, tools: ToolsDep) -> ToolList:
     return ToolList(tools=tools.definitions())
 
 
-@router.put("/sessions/{session_id}/tools", tags=["tools"])
+@router.put(
+    "/sessions/{session_id}/tools",
+    tags=["tools"],
+    responses={409: {"model": ErrorBody, "description": "The session has ended or expired."}},
+)
 async def set_session_tools(
     session_id: str,
     body: SessionTools,

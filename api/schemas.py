@@ -38,6 +38,7 @@ class CreateSession(BaseModel):
     system_prompt: str | None = Field(default=None, description="Instructions for the model.")
     model: str | None = Field(
         default=None,
+        max_length=200,  # it is written into every model call's input in history
         description="`provider/model`, e.g. `local/smollm2` or `openai/gpt-4o-mini`; "
         "the deployment's default when omitted.",
     )

@@ -3,6 +3,8 @@
 Hot path (a message to a live session): one update-with-start. Existence is checked once per
 session per gateway process (then cached), so unknown sessions answer 404 without the check
 costing every message a round trip.
+With per-user quotas set, one more call (an update-with-start on the user's quota workflow,
+api/quotas.py) comes first; with none set, none.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from temporalio.client import (
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
@@ -32,6 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, not_found
+from api.quotas import Quotas
 from api.schemas import SessionSummary
 from common.ids import parse_workflow_id, workflow_id
 from common.live_streams import LLM_ACTIVITY, stream_url_of
@@ -52,11 +56,12 @@ from workflows.messages import (
     TurnView,
     TurnViewRequest,
 )
-from workflows.session import ChatSessionWorkflow
+from workflows.session import LOADING_MESSAGE, ChatSessionWorkflow, session_full_message
 
 log = logging.getLogger("api.service")
 
 QUERY_TIMEOUT = timedelta(seconds=15)
+RESUME_LOAD_SECONDS = 5.0
 _KNOWN_SESSIONS_CACHE = 10_000
 _MODEL_MEMO = "model"
 _LIVE_STATES = ("active", "working", "awaiting_approval")
@@ -78,11 +83,13 @@ class SessionService:
         self._client = client
         self._settings = settings
         self._known: OrderedDict[str, str] = OrderedDict()  # workflow id -> model
+        self._quotas = Quotas(client, settings)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def create(self, owner: str, session_id: str, config: SessionConfig) -> None:
         wf_id = workflow_id(owner, session_id)
+        await self._quotas.reserve_session(owner, session_id)
         try:
             await self._client.start_workflow(
                 ChatSessionWorkflow.run,
@@ -91,6 +98,7 @@ class SessionService:
                     session_id=session_id,
                     config=config,
                     activity_task_queue=self._settings.activity_task_queue,
+                    count_sessions=self._quotas.counts_sessions,
                 ),
                 **self._start_options(owner, wf_id, config.model),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -117,8 +125,12 @@ class SessionService:
     # ---- messages ----------------------------------------------------------------------
 
     async def send_and_wait(self, owner: str, session_id: str, msg: SendMessage) -> Reply | None:
-        """The reply, or None when it takes longer than the wait limit (it still arrives)."""
+        """The reply, or None when it takes longer than the wait limit (it still arrives).
+
+        A message past the session's own limit is refused by the workflow's update validator.
+        """
         handle = await self._existing(owner, session_id)
+        msg = await self._admit(owner, session_id, msg)
         try:
             return await asyncio.wait_for(
                 self._update(handle, owner, session_id, msg),
@@ -127,7 +139,7 @@ class SessionService:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             # An update not yet accepted may not be durable: make sure with a signal, which
             # the workflow de-duplicates by message id.
-            await self.send(owner, session_id, msg)
+            await self._signal(handle, owner, session_id, msg)
             return None
 
     async def _update(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> Reply:
@@ -140,6 +152,7 @@ class SessionService:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
         # The run has closed (expired or ended): start the next one, seeded with its history.
+        await self._quotas.reserve_session(owner, session_id)
         operation = WithStartWorkflowOperation(
             ChatSessionWorkflow.run,
             await self._resume_input(handle, owner, session_id),
@@ -154,12 +167,18 @@ class SessionService:
     async def send(self, owner: str, session_id: str, msg: SendMessage) -> None:
         """By signal: durable once this returns; the reply is fetched later."""
         handle = await self._existing(owner, session_id)
+        if self._settings.max_messages_per_session is not None:
+            await self._check_room(handle, msg)
+        await self._signal(handle, owner, session_id, await self._admit(owner, session_id, msg))
+
+    async def _signal(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> None:
         try:
             await handle.signal("send_message", msg)
             return
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
+        await self._quotas.reserve_session(owner, session_id)
         await self._client.start_workflow(
             ChatSessionWorkflow.run,
             await self._resume_input(handle, owner, session_id),
@@ -168,6 +187,46 @@ class SessionService:
             start_signal="send_message",
             start_signal_args=[msg],
         )
+        await self._until_loaded(handle)
+
+    async def _until_loaded(self, handle: Handle) -> None:
+        """Wait a moment for a resumed run to load its history, so reads right after this
+        send see it (till then the workflow's queries answer LOADING_MESSAGE, a 503). Best
+        effort: the message is durable already, and without a worker nothing loads."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESUME_LOAD_SECONDS
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await handle.query(ChatSessionWorkflow.status, rpc_timeout=timedelta(seconds=left))
+                return
+            except WorkflowQueryFailedError as err:
+                if LOADING_MESSAGE not in str(err):
+                    return
+            except RPCError:
+                return
+            await asyncio.sleep(0.02)
+
+    async def _admit(self, owner: str, session_id: str, msg: SendMessage) -> SendMessage:
+        """The user's quotas, before anything is queued; the message as the session gets it."""
+        await self._quotas.admit_message(owner, session_id, msg.message_id)
+        if self._quotas.counts_tokens:
+            return msg.model_copy(update={"count_tokens": True})
+        return msg
+
+    async def _check_room(self, handle: Handle, msg: SendMessage) -> None:
+        """A signal has no validator: refuse a message past the session's limit here (a
+        message racing past this check is dropped by the workflow, which logs it)."""
+        status = await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        # A closed session takes the current setting when this message resumes it.
+        live = status.status in _LIVE_STATES
+        limit = status.max_messages if live else self._settings.max_messages_per_session
+        if limit is None or status.turns + status.queued < limit:
+            return
+        known = await handle.query(
+            ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+        )
+        if known.state == "unknown":  # a resend of a stored message is still answered
+            raise ApiError(409, session_full_message(limit))
 
     async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
         handle = await self._existing(owner, session_id)
@@ -307,14 +366,16 @@ class SessionService:
         return SessionInput(
             owner=owner,
             session_id=session_id,
-            # A placeholder but for the per-run turn limit: the old run's config is loaded.
+            # A placeholder but for the limits: the old run's config is loaded.
             config=SessionConfig(
                 model=self._known.get(handle.id, self._settings.default_model),
                 max_turns_per_run=self._settings.max_turns_per_run,
+                max_messages=self._settings.max_messages_per_session,
             ),
             resume=True,
             previous_run_id=description.run_id if closed else None,
             activity_task_queue=self._settings.activity_task_queue,
+            count_sessions=self._quotas.counts_sessions,
         )
 
     def _start_options(self, owner: str, wf_id: str, model: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ _PREFIX = "chat"
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))  # `$` alone would let a trailing newline in
 
 
 def new_id() -> str:
@@ -24,6 +24,13 @@ def workflow_id(owner: str, session_id: str) -> str:
     if not (is_valid_id(owner) and is_valid_id(session_id)):
         raise ValueError("owner and session id must match " + ID_PATTERN)
     return f"{_PREFIX}:{owner}:{session_id}"
+
+
+def quota_workflow_id(owner: str) -> str:
+    """The id of `owner`'s quota workflow (workflows/quota.py); never a session's id."""
+    if not is_valid_id(owner):
+        raise ValueError("owner must match " + ID_PATTERN)
+    return f"quota:{owner}"
 
 
 def parse_workflow_id(wf_id: str) -> tuple[str, str] | None:

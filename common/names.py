@@ -3,6 +3,7 @@
 from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "ChatSession"
+QUOTA_WORKFLOW_TYPE = "UserQuota"  # one per user, id `quota:<user>`: counters behind the quotas
 
 # Custom search attributes, registered by the local stack (devstack) and by docker-compose.
 OWNER_ATTRIBUTE = SearchAttributeKey.for_keyword("ChatOwner")

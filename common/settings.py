@@ -55,6 +55,32 @@ class Settings(BaseSettings):
     max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
     temporal_ui_url: str = "http://localhost:8233"
 
+    # Per-session and per-user limits (workflows/quota.py); unset: no limit and no cost
+    max_messages_per_session: int | None = Field(
+        default=None,
+        ge=1,
+        description="User messages one session accepts in its whole life (409 past it); "
+        "applied at creation and whenever a session resumes.",
+    )
+    max_sessions_per_user: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open (not ended or expired) sessions one user may have at once (409 past "
+        "it, on creation or on resuming a closed session).",
+    )
+    quota_messages_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Messages one user may send in any 60 seconds (429 with Retry-After past it).",
+    )
+    quota_tokens_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        description="Model tokens (prompt + completion) one user may use per UTC day; once "
+        "reached, messages get 429 with Retry-After until 00:00 UTC. A turn already admitted "
+        "always finishes, so the day's total can pass this by that turn's tokens.",
+    )
+
     # Models
     default_model: str = "local/smollm2"
     context_max_chars: int = 24_000

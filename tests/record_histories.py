@@ -5,15 +5,16 @@ committed files is that a change which breaks replay of existing sessions fails 
 """
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from pathlib import Path
 
-from temporalio.client import WorkflowExecution
+from temporalio.client import WorkflowExecution, WorkflowUpdateFailedError
 
 from activities.providers.scripted import tool_script as script
 from api.service import SessionService
-from common.ids import workflow_id
+from common.ids import quota_workflow_id, workflow_id
 from common.process import exit_without_finalizers
 from devstack.server import start_dev_env
 from tests import tool_fixtures
@@ -91,13 +92,49 @@ async def record(only: set[str]) -> None:
             await service.set_tools(OWNER, tooled, ["calculate"])
             await say(tooled, "after " + script([note]))
             await service.end(OWNER, tooled)
+
+            # Every limit and quota on: the session reports to the owner's quota workflow.
+            limited = SessionService(
+                env.client,
+                settings.model_copy(
+                    update={
+                        "quota_messages_per_minute": 100,
+                        "quota_tokens_per_day": 1_000_000,
+                        "max_sessions_per_user": 5,
+                        "max_messages_per_session": 4,
+                    }
+                ),
+            )
+            quotas = "quotas"
+            await limited.create(
+                OWNER, quotas, SessionConfig(model="scripted/echo", max_messages=4)
+            )
+            for content in ("one", "two", "two"):
+                await limited.send_and_wait(
+                    OWNER, quotas, SendMessage(message_id=content, content=content)
+                )
+            await limited.send(OWNER, quotas, SendMessage(message_id="sig", content="by signal"))
+            await limited.end(OWNER, quotas)
+            await limited.send_and_wait(
+                OWNER, quotas, SendMessage(message_id="r", content="resumed")
+            )
+            await limited.end(OWNER, quotas)
+            with contextlib.suppress(WorkflowUpdateFailedError):  # full: refused once resumed
+                await limited.send_and_wait(OWNER, quotas, SendMessage(message_id="x", content="x"))
+            await limited.end(OWNER, quotas)
             await asyncio.sleep(2)
 
-        recorded = ((conversation, 2), (rolling, 2), (expiring, 1), (tooled, 1))
-        for name, expected_runs in recorded:
+        recorded = (
+            (conversation, workflow_id(OWNER, conversation), 2),
+            (rolling, workflow_id(OWNER, rolling), 2),
+            (expiring, workflow_id(OWNER, expiring), 1),
+            (tooled, workflow_id(OWNER, tooled), 1),
+            (quotas, workflow_id(OWNER, quotas), 3),
+            ("user-quota", quota_workflow_id(OWNER), 1),
+        )
+        for name, wf_id, expected_runs in recorded:
             if only and name not in only:
                 continue
-            wf_id = workflow_id(OWNER, name)
             runs: list[WorkflowExecution] = []
             while len(runs) < expected_runs:  # visibility catches up within moments
                 await asyncio.sleep(0.2)

@@ -7,6 +7,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.quota import UserQuotaWorkflow
 from workflows.session import ChatSessionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -22,6 +23,8 @@ def test_histories_were_recorded() -> None:
     ids=[p.stem for p in HISTORIES],
 )
 async def test_replay(history: WorkflowHistory) -> None:
-    replayer = Replayer(workflows=[ChatSessionWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[ChatSessionWorkflow, UserQuotaWorkflow], data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

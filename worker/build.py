@@ -1,8 +1,9 @@
 """Builds workers from settings; shared by `python -m worker`, the tests and the benchmarks.
 
-Session workflows (and their bookkeeping activity) poll `task_queue`. Model and tool calls
-poll `activity_task_queue` when one is set, so a deployment can run many model workers and a
-few session workers, or the other way round; `worker_role` picks what one process runs.
+Session workflows, the per-user quota workflows and the sessions' bookkeeping activity poll
+`task_queue`. Model and tool calls poll `activity_task_queue` when one is set, so a deployment
+can run many model workers and a few session workers, or the other way round; `worker_role`
+picks what one process runs.
 """
 
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from common.live_streams import stream_identity
 from common.settings import Settings
 from tools.configured import configured_registry
 from tools.registry import ToolRegistry
+from workflows.quota import UserQuotaWorkflow
 from workflows.session import ChatSessionWorkflow
 
 
@@ -100,7 +102,7 @@ def _worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ChatSessionWorkflow] if with_workflows else [],
+        workflows=[ChatSessionWorkflow, UserQuotaWorkflow] if with_workflows else [],
         activities=activities,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

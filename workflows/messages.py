@@ -115,6 +115,11 @@ class SessionConfig(BaseModel):
         default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         description="A tool call waiting for approval longer than this is denied.",
     )
+    max_messages: int | None = Field(
+        default=None,
+        description="User messages the session accepts in its whole life; null: no limit. "
+        "Set at creation and again whenever the session resumes.",
+    )
 
 
 class SendMessage(BaseModel):
@@ -122,12 +127,17 @@ class SendMessage(BaseModel):
 
     message_id: str
     content: str
+    count_tokens: bool = Field(
+        default=False,
+        description="Report this message's turn's tokens to the owner's quota workflow.",
+    )
 
 
 class QueuedMessage(BaseModel):
     message_id: str
     content: str
     received_at: datetime
+    count_tokens: bool = False
 
 
 class CarriedState(BaseModel):
@@ -162,6 +172,12 @@ class SessionInput(BaseModel):
         default=None,
         description="Where model and tool calls run; none: the session's own task queue. "
         "Taken from each run's input (not carried), so a deployment can move it.",
+    )
+    count_sessions: bool = Field(
+        default=False,
+        description="Tell the owner's quota workflow when this session opens and closes (the "
+        "open-sessions limit). Set by the gateway on creation and on resume; kept across "
+        "continue-as-new.",
     )
 
 
@@ -350,3 +366,6 @@ class SessionStatus(BaseModel):
     runs: int
     tools: list[str] = []
     pending_approvals: list[PendingApproval] = []
+    max_messages: int | None = Field(
+        default=None, description="User messages the session accepts; null: no limit."
+    )

@@ -4,6 +4,10 @@ Messages arrive by signal (`send_message`) or update (`send_message_and_wait`); 
 through `_accept`, which de-duplicates by message id and queues. One loop runs the turns,
 one at a time in arrival order, expires the session after inactivity, and continues as new
 once the run's history is long enough.
+
+When the gateway asks for it (quota settings on), the session tells its owner's quota
+workflow (workflows/quota.py) each turn's tokens and when it opens and closes, by signals from
+workflow code: durable and sent once, even if a worker or the gateway crashes.
 """
 
 import asyncio
@@ -14,11 +18,11 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     # Pydantic models and constants only: no I/O, safe and faster to share with the host.
-    from common.ids import ID_PATTERN, is_valid_id
+    from common.ids import ID_PATTERN, is_valid_id, quota_workflow_id
     from common.names import STATUS_ATTRIBUTE, WORKFLOW_TYPE
     from workflows.context import digest, fit_context
     from workflows.messages import (
@@ -54,6 +58,12 @@ with workflow.unsafe.imports_passed_through():
         TurnViewRequest,
         Usage,
     )
+    from workflows.quota_messages import (
+        RECORD_USAGE,
+        SESSION_CLOSED,
+        SESSION_OPENED,
+        TurnUsage,
+    )
     from workflows.tool_calls import denied_outcome, short_arguments, unavailable_outcome
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
@@ -74,6 +84,15 @@ INVALID_MESSAGE = "InvalidMessage"
 SESSION_BUSY = "SessionBusy"
 UNKNOWN_TOOL_CALL = "UnknownToolCall"
 TOOL_CALL_DECIDED = "ToolCallDecided"
+SESSION_FULL = "SessionFull"
+# Raised by queries while a resumed run loads its history: until then its state reads as empty.
+SESSION_LOADING = "SessionLoading"
+LOADING_MESSAGE = "the session is loading its history; retry in a moment"
+
+
+def session_full_message(limit: int) -> str:
+    """Why a message past the session's `max_messages` is refused (the gateway says it too)."""
+    return f"This session has reached its limit of {limit} messages; start a new session."
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,7 @@ class ChatSessionWorkflow:
         self._session_id = inp.session_id
         self._config = inp.config
         self._activity_queue = inp.activity_task_queue
+        self._count_sessions = inp.count_sessions
         self._messages: list[ChatMessage] = []
         self._queue: deque[QueuedMessage] = deque()
         self._user_seq: dict[str, int] = {}  # user message id -> seq
@@ -139,6 +159,8 @@ class ChatSessionWorkflow:
                     self._restore(previous)
                     self._runs += 1
             self._ready = True
+        if self._count_sessions and inp.carried is None:  # created or resumed, not continued
+            await self._tell_quota(SESSION_OPENED, self._session_id)
         self._set_state("active")
         workflow.set_current_details(self._details())
 
@@ -148,10 +170,9 @@ class ChatSessionWorkflow:
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished() or bool(self._queue)
             )
-            if self._queue:
-                self._end_requested = False  # a message after the end request reopens
-                continue
-            return self._status()
+            if not self._queue and await self._report_closed():
+                return self._status()
+            self._end_requested = False  # a message after the end request reopens
 
     async def _serve(self) -> None:
         """Run turns until the session ends or expires; continue as new when due."""
@@ -177,6 +198,7 @@ class ChatSessionWorkflow:
                             config=self._config,
                             carried=self._carry(),
                             activity_task_queue=self._activity_queue,
+                            count_sessions=self._count_sessions,
                         )
                     )
                 continue
@@ -230,6 +252,12 @@ class ChatSessionWorkflow:
         self._last_activity = workflow.now()
         self._state = "active"
         workflow.set_current_details(self._details())
+        tokens = outcome.usage.total_tokens if outcome.usage else 0
+        if item.count_tokens and tokens:
+            usage = TurnUsage(
+                session_id=self._session_id, message_id=item.message_id, tokens=tokens
+            )
+            await self._tell_quota(RECORD_USAGE, usage)
 
     async def _converse(self, item: QueuedMessage, turn: int, user: ChatMessage) -> _TurnOutcome:
         """Model, then the tools it asks for, then the model again, up to `max_tool_steps`."""
@@ -438,12 +466,19 @@ class ChatSessionWorkflow:
             workflow.logger.warning("dropped an invalid message signal: %s", problem)
             return
         await workflow.wait_condition(lambda: self._ready)
+        if self._full(msg):
+            workflow.logger.warning(
+                "dropped a message signal past max_messages: %s", msg.message_id
+            )
+            return
         self._accept(msg)
 
     @workflow.update(name="send_message_and_wait")
     async def send_message_and_wait(self, msg: SendMessage) -> Reply:
         """Send and wait for the reply; a resend of the same id returns the same reply."""
         await workflow.wait_condition(lambda: self._ready)
+        if self._full(msg):  # a resumed run knows its count only once it has loaded history
+            raise self._full_error()
         self._accept(msg)
         await workflow.wait_condition(lambda: msg.message_id in self._reply_seq)
         return Reply(message_id=msg.message_id, reply=self._reply_to(msg.message_id))
@@ -459,6 +494,8 @@ class ChatSessionWorkflow:
                 type=SESSION_BUSY,
                 non_retryable=True,
             )
+        if self._full(msg):
+            raise self._full_error()
 
     @workflow.update(name="end_session")
     async def end_session(self) -> SessionStatus:
@@ -466,6 +503,9 @@ class ChatSessionWorkflow:
 
         Tool calls waiting for approval are denied: ending is the owner's answer to them.
         """
+        # Like the message handlers, wait for a resumed run's history: a message sent before
+        # this request (say, the signal that resumed the run) must be queued before it.
+        await workflow.wait_condition(lambda: self._ready)
         self._end_requested = True
         for call in self._pending_calls():
             _decide(call, "denied", "The user ended the session.")
@@ -499,8 +539,11 @@ class ChatSessionWorkflow:
             )
 
     @workflow.update(name="set_tools")
-    def set_tools(self, req: SetTools) -> SessionStatus:
-        """Replace the session's tools; a turn in progress uses them from its next model call."""
+    async def set_tools(self, req: SetTools) -> SessionStatus:
+        """Replace the session's tools; a turn in progress uses them from its next model call.
+
+        Waits for a resumed run's history, which would otherwise bring back the old tools."""
+        await workflow.wait_condition(lambda: self._ready)
         self._config = self._config.model_copy(update={"tools": list(dict.fromkeys(req.tools))})
         return self._status()
 
@@ -525,7 +568,10 @@ class ChatSessionWorkflow:
             return
         self._queue.append(
             QueuedMessage(
-                message_id=msg.message_id, content=msg.content, received_at=workflow.now()
+                message_id=msg.message_id,
+                content=msg.content,
+                received_at=workflow.now(),
+                count_tokens=msg.count_tokens,
             )
         )
         self._last_activity = workflow.now()
@@ -534,6 +580,21 @@ class ChatSessionWorkflow:
 
     def _known(self, message_id: str) -> bool:
         return message_id in self._user_seq or any(q.message_id == message_id for q in self._queue)
+
+    def _full(self, msg: SendMessage) -> bool:
+        """The session has all the user messages it may have, and this one is new."""
+        limit = self._config.max_messages
+        return (
+            limit is not None
+            and self._turns + len(self._queue) >= limit
+            and not self._known(msg.message_id)
+        )
+
+    def _full_error(self) -> ApplicationError:
+        assert self._config.max_messages is not None
+        return ApplicationError(
+            session_full_message(self._config.max_messages), type=SESSION_FULL, non_retryable=True
+        )
 
     @staticmethod
     def _problem_with(msg: SendMessage) -> str | None:
@@ -549,10 +610,12 @@ class ChatSessionWorkflow:
 
     @workflow.query(name="status")
     def status(self) -> SessionStatus:
+        self._check_loaded()
         return self._status()
 
     @workflow.query(name="history")
     def history(self, req: HistoryRequest) -> HistoryPage:
+        self._check_loaded()
         start = max(req.after, 0)
         end = start + min(max(req.limit, 1), MAX_HISTORY_PAGE)
         # A page never ends between a tool call and its results.
@@ -564,6 +627,7 @@ class ChatSessionWorkflow:
 
     @workflow.query(name="reply")
     def reply(self, message_id: str) -> ReplyLookup:
+        self._check_loaded()
         if message_id in self._reply_seq:
             return ReplyLookup(
                 message_id=message_id, state="done", reply=self._reply_to(message_id)
@@ -579,6 +643,7 @@ class ChatSessionWorkflow:
 
     @workflow.query(name="turn_view")
     def turn_view(self, req: TurnViewRequest) -> TurnView:
+        self._check_loaded()
         message_id = req.message_id or self._message_of_turn(req.turn)
         if message_id is None:
             return TurnView(state="unknown")
@@ -594,6 +659,10 @@ class ChatSessionWorkflow:
             model_step=self._model_step if lookup.state != "done" else None,
             messages=self._messages[user.seq : end],
         )
+
+    def _check_loaded(self) -> None:
+        if not self._ready:
+            raise ApplicationError(LOADING_MESSAGE, type=SESSION_LOADING, non_retryable=True)
 
     def _message_of_turn(self, turn: int | None) -> str | None:
         """The user message of `turn`; with no turn, the one being answered or next in line."""
@@ -638,8 +707,12 @@ class ChatSessionWorkflow:
         return message
 
     def _restore(self, carried: CarriedState) -> None:
+        # Limits come from this run's input: a resumed session gets the deployment's current ones.
         self._config = carried.config.model_copy(
-            update={"max_turns_per_run": self._config.max_turns_per_run}
+            update={
+                "max_turns_per_run": self._config.max_turns_per_run,
+                "max_messages": self._config.max_messages,
+            }
         )
         self._messages = list(carried.messages)
         self._queue = deque(carried.queue)
@@ -686,6 +759,30 @@ class ChatSessionWorkflow:
             for c in self._pending_calls()
         ]
 
+    async def _report_closed(self) -> bool:
+        """Tell the owner's quota workflow this session closes; False if a message came in
+        meanwhile (the session then stays open and says so)."""
+        if not self._count_sessions:
+            return True
+        await self._tell_quota(SESSION_CLOSED, self._session_id)
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or bool(self._queue))
+        if not self._queue:
+            return True
+        await self._tell_quota(SESSION_OPENED, self._session_id)
+        return False
+
+    async def _tell_quota(self, signal: str, arg: Any) -> None:
+        """Signal the owner's quota workflow: durable, and sent once however often this replays.
+
+        It exists whenever the gateway asked for a report (it reserved or admitted through it);
+        if an operator terminated it, the report is lost and the session carries on.
+        """
+        quota = workflow.get_external_workflow_handle(quota_workflow_id(self._owner))
+        try:
+            await quota.signal(signal, arg)
+        except FailureError as err:
+            workflow.logger.warning("could not tell %s %s: %s", quota.id, signal, err)
+
     def _continue_as_new_due(self) -> bool:
         return (
             workflow.info().is_continue_as_new_suggested()
@@ -717,6 +814,7 @@ class ChatSessionWorkflow:
             runs=self._runs,
             tools=self._config.tools,
             pending_approvals=self._pending_approvals(),
+            max_messages=self._config.max_messages,
         )
 
     def _details(self) -> str:
