@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream lock record-histories clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream lock record-histories browser clean
 
 install: $(STAMP)
 
@@ -19,10 +19,10 @@ run: install
 	$(BIN)/python -m devstack
 
 ## Command two: everything CI checks.
-test: install lint typecheck
+test: install lint typecheck browser
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -m "not model and not slow"
 
 lint: install
@@ -47,6 +47,16 @@ bench-stream: install
 
 record-histories: install
 	$(BIN)/python -m tests.record_histories
+
+## Debian's Chromium and chromedriver, for the web page's test (tests/test_web_page.py); only
+## when missing. Selenium drives them by path and never downloads a browser or driver.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends \
+			chromium chromium-driver; \
+	fi
 
 ## Re-lock after changing dependencies in pyproject.toml (versions and hashes, no URLs).
 lock:

@@ -13,6 +13,7 @@ from api.routes import router
 from api.schemas import Health
 from api.service import SessionService
 from api.streaming import LiveStreams
+from api.web.page import router as web_router
 from common.settings import Settings, get_settings
 from common.temporal_client import connect
 from tools.configured import configured_registry
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(codec_router)
+    app.include_router(web_router)  # the web chat page at /chat, not in the OpenAPI schema
     # Body limits (the API's own; a larger one on /codec) and CORS for the Temporal UI on
     # /codec only.
     app.add_middleware(RequestLimits, settings=settings)
