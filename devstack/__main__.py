@@ -200,7 +200,7 @@ def _banner(key: str, gateway_port: int) -> None:
     print(
         f"""
   Durable chat is up.
-    Gateway     http://127.0.0.1:{gateway_port}   (API docs: /docs)
+    Gateway     http://127.0.0.1:{gateway_port}   (web page: /chat, API docs: /docs)
     Temporal UI http://localhost:{UI_PORT}
     API key     {key}   (user "dev")
 
