@@ -134,9 +134,9 @@ class Gateway:
     def status(self, session_id: str) -> dict[str, Any]:
         return self._json(self._http.get(f"/v1/sessions/{session_id}"))
 
-    def history(self, session_id: str) -> list[dict[str, Any]]:
+    def history(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The session's messages after the first `after` (all of them by default)."""
         messages: list[dict[str, Any]] = []
-        after = 0
         while True:
             page = self._json(
                 self._http.get(

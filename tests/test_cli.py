@@ -1,20 +1,23 @@
 """The CLI against a real gateway: a chat typed on stdin, then `sessions` and `history`;
-a chat on a pseudo-terminal that shows the reply as it is generated and asks before a tool
-runs; the client's reconnect when a stream breaks off."""
+a chat on a pseudo-terminal that shows the reply as it is generated, asks before a tool
+runs, moves between sessions with slash commands and renders markdown; the client's
+reconnect when a stream breaks off."""
 
 import asyncio
+import fcntl
 import io
 import itertools
 import json
 import os
 import re
 import select
+import struct
 import subprocess
 import sys
 import termios
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,7 @@ from activities.providers.scripted import tool_script
 from cli.__main__ import TurnPrinter
 from cli.client import Gateway as Client
 from cli.client import GatewayError
+from cli.render import Renderer
 from cli.sse import ServerEvent
 from tests.processes import ALICE_KEY, Gateway, serving, stack_env
 
@@ -98,16 +102,50 @@ async def test_no_stream_waits_for_the_whole_reply(gateway: Gateway) -> None:
     assert "assistant> echo: hello there\n" in out
 
 
+async def test_piped_markdown_stays_plain_text(gateway: Gateway) -> None:
+    out = await cli(gateway, "chat", stdin="**bold** and `code`\n/history\n")
+    assert "assistant> echo: **bold** and `code`\n" in out
+    assert "[2] assistant: echo: **bold** and `code`\n" in out
+    assert "\x1b" not in out
+
+
+def _api(gateway: Gateway) -> httpx.Client:
+    return httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=30
+    )
+
+
+def _contents(api: httpx.Client, session_id: str) -> list[str]:
+    page = api.get(f"/v1/sessions/{session_id}/messages").raise_for_status().json()
+    return [m["content"] for m in page["messages"]]
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        time.sleep(0.1)
+
+
+def _listed(api: httpx.Client, *session_ids: str) -> bool:
+    """Whether the list of sessions (eventually consistent) shows these as active."""
+    sessions = api.get("/v1/sessions").raise_for_status().json()["sessions"]
+    return {s["session_id"] for s in sessions if s["status"] == "active"} >= set(session_ids)
+
+
 @dataclass
 class Terminal:
     """`python -m cli` on a pseudo-terminal: what it printed, and when each part arrived.
 
-    Echo is off, so the screen holds only what the CLI wrote; carriage returns are dropped.
+    Echo is off unless asked for, so the screen holds only what the CLI wrote; carriage returns
+    are dropped from `screen` (`raw` keeps them).
     """
 
     proc: subprocess.Popen[bytes]
     fd: int
     screen: bytearray = field(default_factory=bytearray)
+    raw: bytearray = field(default_factory=bytearray)  # with carriage returns, for `shown`
     arrivals: list[tuple[int, float]] = field(default_factory=list)  # (screen length, when)
     read_to: int = 0  # `wait_for` looks after the last text it found
 
@@ -127,6 +165,35 @@ class Terminal:
     def text(self) -> str:
         return self.screen.decode(errors="replace")
 
+    def shown(self) -> list[str]:
+        """The lines a terminal would display now (ignoring scrolling): cursor-up and erase
+        sequences applied, styles dropped, trailing blanks stripped."""
+        lines: list[list[str]] = [[]]
+        row = col = 0
+        for m in _TERMINAL_OUTPUT.finditer(self.raw.decode(errors="replace")):
+            piece, csi = m.group(0), m.group(2)
+            lines += [[] for _ in range(row + 1 - len(lines))]
+            if csi == "A":
+                row = max(row - int(m.group(1) or 1), 0)
+            elif csi == "J":
+                del lines[row + 1 :]
+                del lines[row][col:]
+            elif piece.startswith("\x1b"):
+                continue  # styles and the like
+            elif piece == "\r":
+                col = 0
+            elif piece == "\n":
+                row += 1
+            else:
+                if col == TERMINAL_COLUMNS:  # wraps when the next character comes
+                    row, col = row + 1, 0
+                    lines += [[] for _ in range(row + 1 - len(lines))]
+                line = lines[row]
+                line += [" "] * (col + 1 - len(line))
+                line[col] = piece
+                col += 1
+        return ["".join(line).rstrip() for line in lines]
+
     def _read(self, timeout: float) -> bool:
         if timeout <= 0 or not select.select([self.fd], [], [], timeout)[0]:
             return False
@@ -134,19 +201,39 @@ class Terminal:
             chunk = os.read(self.fd, 4096)
         except OSError:  # EIO: the CLI exited and closed the terminal
             return False
+        self.raw += chunk
         self.screen += chunk.replace(b"\r", b"")
         self.arrivals.append((len(self.screen), time.monotonic()))
         return bool(chunk)
 
 
+TERMINAL_COLUMNS, TERMINAL_ROWS = 120, 40
+_TERMINAL_OUTPUT = re.compile(  # a CSI sequence (cursor, erase, style), an OSC one, a character
+    r"\x1b\[([0-9;?]*)([A-Za-z])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|.", re.S
+)
+
+
 @contextmanager
-def terminal(gateway: Gateway, *args: str) -> Iterator[Terminal]:
+def terminal(
+    gateway: Gateway, *args: str, term_type: str = "dumb", echo: bool = False
+) -> Iterator[Terminal]:
+    """`python -m cli *args` on a pseudo-terminal of TERMINAL_COLUMNS x TERMINAL_ROWS.
+
+    TERM=dumb (the default) is a terminal without cursor movement or styles, so the CLI prints
+    plain text; pass e.g. `term_type="xterm-256color"` to see markdown rendered. With `echo`,
+    what is typed shows on the terminal too, as it does for a person."""
     main, child = os.openpty()
-    attrs = termios.tcgetattr(child)
-    attrs[3] &= ~termios.ECHO
-    termios.tcsetattr(child, termios.TCSANOW, attrs)
+    if not echo:
+        attrs = termios.tcgetattr(child)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(child, termios.TCSANOW, attrs)
+    size = struct.pack("HHHH", TERMINAL_ROWS, TERMINAL_COLUMNS, 0, 0)
+    fcntl.ioctl(child, termios.TIOCSWINSZ, size)
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's
-    environ |= {"CHAT_GATEWAY_URL": gateway.url, "CHAT_API_KEY": ALICE_KEY, "TERM": "dumb"}
+    environ |= {"CHAT_GATEWAY_URL": gateway.url, "CHAT_API_KEY": ALICE_KEY, "TERM": term_type}
+    environ.pop("NO_COLOR", None)
+    environ.pop("COLUMNS", None)
+    environ.pop("LINES", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", *args], stdin=child, stdout=child, stderr=child, env=environ
     )
@@ -204,6 +291,101 @@ def test_chat_asks_before_a_tool_that_needs_approval(gateway: Gateway) -> None:
         denied = "The user denied the call to 'send_note'; it did not run."
         term.wait_for(f"[denied]\n[tool error] send_note: {denied}\n")
         term.wait_for(f"assistant> echo: again [tools: error: {denied}]\nyou> ")
+
+
+def test_slash_commands_list_switch_and_start_sessions(gateway: Gateway) -> None:
+    api = _api(gateway)
+    other = api.post("/v1/sessions", json={}).raise_for_status().json()["session_id"]
+    api.post(f"/v1/sessions/{other}/messages", json={"content": "from before"}).raise_for_status()
+    short = {"inactivity_timeout_seconds": 1}
+    expired = api.post("/v1/sessions", json=short).raise_for_status().json()["session_id"]
+    with terminal(gateway, "chat") as term:
+        term.wait_for("you> ")
+        first = re.search(r"new session (\w+)", term.text())
+        assert first, term.text()
+        _wait_until(lambda: _listed(api, first.group(1), other), "sessions listed as active")
+
+        term.type("/sessions")
+        start = term.read_to
+        term.wait_for("/switch <number> continues one")
+        listing = term.screen[start : term.read_to].decode()
+        assert re.search(rf"^\* *\d+  {first.group(1)}  active ", listing, re.M), listing
+        number = re.search(rf"^ +(\d+)  {other}  active +scripted/echo ", listing, re.M)
+        assert number, listing
+        term.type(f"/switch {number.group(1)}")
+        term.wait_for(f"switched to session {other}: active, 1 turn so far\n")
+        term.wait_for("[1] user: from before\n[2] assistant: echo: from before\nyou> ")
+        term.type("after the switch")
+        term.wait_for("assistant> echo: after the switch\nyou> ")
+        assert _contents(api, other)[2:] == ["after the switch", "echo: after the switch"]
+        assert _contents(api, first.group(1)) == []
+
+        _wait_until(
+            lambda: api.get(f"/v1/sessions/{expired}").json()["status"] == "expired",
+            "the short session expired",
+        )
+        term.type(f"/switch {expired}")  # by id
+        term.wait_for(f"switched to session {expired}: expired, 0 turns so far\n")
+        term.wait_for("your next message resumes it, history and all)\n(no messages yet)\n")
+        term.type("wake up")
+        term.wait_for("assistant> echo: wake up\nyou> ")
+        assert _contents(api, expired) == ["wake up", "echo: wake up"]
+
+        term.type("/new be brief")
+        term.wait_for("new session ")
+        term.wait_for("you> ")
+        new = re.findall(r"new session (\w+) \(scripted/echo\)", term.text())
+        assert len(new) == 2 and new[0] == first.group(1), term.text()
+        term.type("/history")
+        term.wait_for("(no messages yet)\nyou> ")
+        term.type("/frobnicate now")
+        term.wait_for("unknown command /frobnicate: /help lists the commands")
+        term.type("/help")
+        term.wait_for("/switch <n or id>")
+        term.type("//frobnicate is a word")
+        term.wait_for("assistant> echo: /frobnicate is a word\nyou> ")
+    assert api.get(f"/v1/sessions/{new[1]}").json()["system_prompt"] == "be brief"
+    assert _contents(api, new[1]) == ["/frobnicate is a word", "echo: /frobnicate is a word"]
+    assert f"bye — resume with: python -m cli chat --session {new[1]}" in term.text()
+
+
+def test_markdown_is_rendered_on_a_terminal(gateway: Gateway) -> None:
+    with terminal(gateway, "chat", term_type="xterm-256color", echo=True) as term:
+        term.wait_for("you> ")
+        term.type("plain words")
+        term.wait_for("assistant> echo: plain words\nyou> ")
+        term.type("**bold**, `code` and *slanted*")
+        term.wait_for("assistant> echo: **bold**, `code` and *slanted*")  # streamed raw first
+        term.wait_for("you> ")
+        term.type("/history")
+        term.wait_for("you> ")
+    shown = term.shown()
+    assert shown[2:8] == [
+        "you> plain words",
+        "assistant> echo: plain words",  # no markdown: left as streamed
+        "you> **bold**, `code` and *slanted*",  # what was typed stays as typed
+        "assistant> echo: bold, code and slanted",  # redrawn in place
+        "you> /history",
+        "[1] user: plain words",
+    ], "\n".join(shown)
+    assert "[3] user: **bold**, `code` and *slanted*" in shown
+    assert "[4] assistant: echo: bold, code and slanted" in shown
+    assert b"\x1b[1mbold\x1b[0m" in term.raw
+    assert term.raw.count(b"\x1b[J") == 1  # only the reply with markdown was redrawn
+
+
+@pytest.mark.parametrize("flag", ["--plain", "--no-stream"])
+def test_plain_flag_and_no_stream_on_a_terminal(gateway: Gateway, flag: str) -> None:
+    with terminal(gateway, "chat", flag, term_type="xterm-256color", echo=True) as term:
+        term.wait_for("you> ")
+        term.type("**bold** and `code`")
+        term.wait_for("you> ")
+    if flag == "--plain":
+        assert "assistant> echo: **bold** and `code`" in term.shown()
+        assert b"\x1b" not in term.raw
+    else:  # a whole reply is printed rendered straight away
+        assert "assistant> echo: bold and code" in term.shown()
+        assert b"assistant> echo: **" not in term.raw
 
 
 class CutFirstStream(httpx.BaseTransport):
@@ -345,3 +527,28 @@ def test_the_printer_shows_a_restart_and_a_failed_turn() -> None:
         "[tool result] calculate: 2\n"
         "[turn failed] the model is down\n"
     )
+
+
+def test_the_printer_redraws_a_reply_with_markdown_or_renders_it_below() -> None:
+    """Redrawn in place when the raw reply is still all on the screen, else printed below."""
+    screen = io.StringIO()
+    renderer = Renderer(screen, size=(30, 10))
+    printer = TurnPrinter(
+        Client("http://gateway.invalid", "k"), "s1", out=screen, markdown=renderer
+    )
+    for text in ["no markdown here", "**two** rows: " + "x" * 20, "- item\n" * 9 + "- last"]:
+        printer.show(ServerEvent("delta", {"step": 1, "attempt": 1, "text": text}))
+        printer.end_line()
+    _, plain, short, redrawn, tall = screen.getvalue().split("assistant> ")
+    assert plain == "no markdown here\n"
+    assert short == "**two** rows: " + "x" * 20 + "\r\x1b[1A\x1b[J"  # up a row, erase
+    assert [line.rstrip() for line in redrawn.splitlines()] == [
+        "two rows:",
+        " " * 11 + "x" * 19,  # lined up after the label; a long word breaks, never gets cut
+        " " * 11 + "x",
+    ]
+    lines = [line.rstrip() for line in tall.splitlines()]
+    assert "\x1b" not in tall  # ten rows: its top may have scrolled off the screen
+    assert lines[:10] == ["- item"] * 9 + ["- last"]
+    assert lines[10].strip("─ ") == "rendered"
+    assert [line for line in lines[11:] if line] == [" • item"] * 9 + [" • last"]
