@@ -9,6 +9,7 @@ from temporalio.client import Client
 from api.codec import RequestLimits, redact_tokens_in_access_log
 from api.codec import router as codec_router
 from api.errors import install_error_handlers
+from api.openai_endpoint import install as install_openai_endpoint
 from api.routes import router
 from api.schemas import Health
 from api.service import SessionService
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     # Body limits (the API's own; a larger one on /codec) and CORS for the Temporal UI on
     # /codec only.
     app.add_middleware(RequestLimits, settings=settings)
+    # /v1/chat/completions and /v1/models; after RequestLimits, so that its 413s too get
+    # the OpenAI error shape on those paths.
+    install_openai_endpoint(app)
     redact_tokens_in_access_log()
 
     @app.get("/healthz", tags=["health"])

