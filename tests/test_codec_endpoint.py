@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from google.protobuf import json_format
-from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import History
 from temporalio.converter import WorkflowSerializationContext
@@ -39,6 +38,7 @@ from common.encryption import (
 from common.ids import workflow_id
 from common.settings import Settings
 from devstack.server import binary
+from tests.payloads import payloads_in
 from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
@@ -82,25 +82,6 @@ class Conversation:
     workflow_id: str
     marker: str
     payloads: list[Payload]  # every payload of the history sealed for the session
-
-
-def payloads_in(message: Message) -> Iterator[Payload]:
-    """Every Payload inside a protobuf message, however deep (maps and lists included)."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for field, value in message.ListFields():
-        if field.message_type is None:
-            continue
-        if isinstance(value, Message):
-            items = [value]
-        elif field.message_type.GetOptions().map_entry:
-            items = list(value.values())
-        else:
-            items = list(value)
-        for item in items:
-            if isinstance(item, Message):
-                yield from payloads_in(item)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.scripted import tool_script
 from cli.sse import aiter_events
 from common.encryption import EncryptionCodec, new_key, parse_key
+from tests.payloads import payloads_in
 from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
@@ -60,25 +59,6 @@ def provider_url() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
-
-
-def payloads(message: Message) -> Iterator[Payload]:
-    """Every Payload inside a proto message, however deeply nested."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for field, value in message.ListFields():
-        if field.message_type is None:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            values = value.values()
-        elif field.is_repeated:
-            values = value
-        else:
-            values = [value]
-        for item in values:
-            if isinstance(item, Message):
-                yield from payloads(item)
 
 
 async def test_no_secret_leaks_after_a_full_scenario(
@@ -144,7 +124,7 @@ async def test_no_secret_leaks_after_a_full_scenario(
         ).fetch_history()
         for event in history.events:
             stored.append(event.SerializeToString())
-            stored += [codec.open(p).SerializeToString() for p in payloads(event)]
+            stored += [codec.open(p).SerializeToString() for p in payloads_in(event)]
     assert len(stored) > 20, "the scenario wrote histories"
     assert any(b"1+2" in blob for blob in stored), "payloads were decrypted and scanned"
 
