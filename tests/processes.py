@@ -149,6 +149,16 @@ def running(*processes: Process) -> Iterator[None]:
 
 
 @contextmanager
+def stopping(processes: list[Process]) -> Iterator[None]:
+    """Stops whatever the block appends to `processes`, however the block ends."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.stop()
+
+
+@contextmanager
 def serving(environ: dict[str, str]) -> Iterator[Gateway]:
     """A worker process and a gateway process on `environ`, stopped when the block ends."""
     worker = start("worker", environ)

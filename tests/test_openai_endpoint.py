@@ -37,12 +37,14 @@ from tests.processes import (
     ALICE_KEY,
     BOB_KEY,
     Gateway,
+    Process,
     messages,
     new_session,
     running,
     stack_env,
     start,
     start_gateway,
+    stopping,
 )
 
 MAX_CHARS = 2000
@@ -516,7 +518,8 @@ async def test_worker_killed_mid_stream_the_retry_continues_the_text(
     environ = stack_env(dev_env, f"tq-oai-kill-{uuid.uuid4().hex[:8]}")
     doomed = start("worker", environ)
     gateway = start_gateway(environ)
-    with running(gateway.process, doomed):
+    spares: list[Process] = []
+    with running(gateway.process, doomed), stopping(spares):
         session_id = new_id()
         stream = await sdk(gateway, session_id).chat.completions.create(
             model="scripted/echo",
@@ -530,6 +533,7 @@ async def test_worker_killed_mid_stream_the_retry_continues_the_text(
             if len(pieces) == 5 and doomed.proc.poll() is None:
                 doomed.kill_hard()
                 replacement = start("worker", environ)
+                spares.append(replacement)
         with running(replacement):
             history = await messages(gateway.client(), session_id)
             await gateway.close_clients()

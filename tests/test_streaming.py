@@ -18,12 +18,14 @@ from cli.sse import ServerEvent, aiter_events
 from common.ids import workflow_id
 from tests.processes import (
     Gateway,
+    Process,
     messages,
     new_session,
     running,
     stack_env,
     start,
     start_gateway,
+    stopping,
 )
 
 SUBSCRIBER_LIMIT = 3
@@ -259,7 +261,8 @@ async def test_worker_killed_mid_stream_restarts_the_text(dev_env: WorkflowEnvir
     environ = stack_env(dev_env, f"tq-sse-kill-{uuid.uuid4().hex[:8]}")
     doomed = start("worker", environ)
     gateway = start_gateway(environ)
-    with running(gateway.process, doomed):
+    spares: list[Process] = []
+    with running(gateway.process, doomed), stopping(spares):
         alice = gateway.client()
         session_id = await new_session(alice)
         body = {"message_id": "m1", "content": SLOW + WORDS}
@@ -271,6 +274,7 @@ async def test_worker_killed_mid_stream_restarts_the_text(dev_env: WorkflowEnvir
                 if sum(1 for e in events if e.event == "delta") == 5 and doomed.proc.poll() is None:
                     doomed.kill_hard()
                     replacement = start("worker", environ)
+                    spares.append(replacement)
                 if event.event == "turn_completed":
                     break
         with running(replacement):
