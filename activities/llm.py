@@ -72,10 +72,8 @@ class LLMActivities:
                 )
                 provider = await self._providers.get(provider_name)
                 reply = await provider.stream(request, _appender(live))
-        except BaseException as err:
-            live.fail()
-            if not isinstance(err, ProviderError):
-                raise
+            live.finish(reply.content)
+        except ProviderError as err:
             self._contexts.forget(turn)
             raise ApplicationError(
                 err.message,
@@ -83,7 +81,8 @@ class LLMActivities:
                 non_retryable=not err.retryable,
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
-        live.finish(reply.content)
+        finally:
+            live.fail()  # a no-op once finished; otherwise readers learn this attempt ended
         calls = _unique_ids(reply.tool_calls, turn)
         self._contexts.remember(turn, context, reply.content, calls)
         return LLMTurnResult(

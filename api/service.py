@@ -78,6 +78,15 @@ class LiveCall:
     url: str | None = None
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A run's history length and its model call in progress, if any: when either changes,
+    something a stream shows may have changed."""
+
+    history_length: int
+    call: LiveCall | None
+
+
 class SessionService:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
@@ -236,21 +245,24 @@ class SessionService:
         handle = await self._existing(owner, session_id)
         return await handle.query(ChatSessionWorkflow.turn_view, req, rpc_timeout=QUERY_TIMEOUT)
 
-    async def live_model_call(self, owner: str, session_id: str) -> LiveCall | None:
-        """The session's model call in progress (None if there is none).
+    async def progress(self, owner: str, session_id: str) -> Progress:
+        """How far the session's run has got, from Temporal alone (one describe, no query, so
+        it never holds up the workflow's own tasks).
 
-        Temporal knows which worker took the activity; that worker's identity names its
+        Temporal knows which worker took the model call; that worker's identity names its
         stream server (see `common/live_streams.py`).
         """
         handle = await self._existing(owner, session_id)
         description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
-        for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name != LLM_ACTIVITY:
-                continue
-            if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-                return LiveCall(pending.attempt, started=False)
-            return LiveCall(pending.attempt, True, stream_url_of(pending.last_worker_identity))
-        return None
+        raw = description.raw_description
+        call = None
+        for pending in raw.pending_activities:
+            if pending.activity_type.name == LLM_ACTIVITY:
+                started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                url = stream_url_of(pending.last_worker_identity) if started else None
+                call = LiveCall(pending.attempt, started, url)
+                break
+        return Progress(raw.workflow_execution_info.history_length, call)
 
     # ---- tools -------------------------------------------------------------------------
 

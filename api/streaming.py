@@ -4,7 +4,7 @@ Two sources, no state in the gateway:
 - what the workflow has recorded (`turn_view` query): finished model steps, tool calls and
   results, the reply. Anything here is final.
 - the text of the model call running now, read from the worker that runs it (found through
-  Temporal, `SessionService.live_model_call`); a failed attempt's text is withdrawn with a
+  Temporal, `SessionService.progress`); a failed attempt's text is withdrawn with a
   `restart` event.
 
 Every event's id is its position in the turn (`Cursor`), so `Last-Event-ID` resumes exactly
@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from api.errors import ApiError
-from api.service import LiveCall, SessionService
+from api.service import LiveCall, Progress, SessionService
 from common.ids import workflow_id
 from common.live_streams import TOKEN_HEADER
 from common.settings import Settings
@@ -36,9 +36,8 @@ from workflows.messages import ChatMessage, TurnView, TurnViewRequest
 log = logging.getLogger("api.streaming")
 
 START_POLLS = 50
-START_POLL_SECONDS = 0.005
+FAST_POLL_SECONDS = 0.005
 FAST_POLL_WINDOW_SECONDS = 0.5
-POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
 
@@ -142,6 +141,7 @@ class TurnStream:
     message_id: str
     cursor: Cursor | None = None
     _sent_at: float = field(default_factory=time.monotonic)
+    _seen: Progress | None = None
 
     async def items(self, view: TurnView) -> AsyncIterator[StreamEvent | None]:
         """The turn's events after `cursor`, ending with `turn_completed` (or `error`); None
@@ -160,7 +160,6 @@ class TurnStream:
         return StreamEvent(self.cursor, "error", {"status": status, "detail": detail})
 
     async def _events(self, view: TurnView) -> AsyncIterator[StreamEvent | None]:
-        delay = POLL_MIN_SECONDS
         progress_at = time.monotonic()
         while True:
             progressed = False
@@ -174,21 +173,25 @@ class TurnStream:
                     progressed = True
                     yield self._send(event)
             if progressed:
-                delay, progress_at = POLL_MIN_SECONDS, time.monotonic()
-            else:
+                progress_at = time.monotonic()
+            # The workflow is queried again only once Temporal shows it moved on: a query
+            # takes a workflow task of its own and would hold up the turn it is watching.
+            while not await self._moved_on():
                 if time.monotonic() - self._sent_at > KEEPALIVE_SECONDS:
                     self._sent_at = time.monotonic()
                     yield None
-                if time.monotonic() - progress_at < FAST_POLL_WINDOW_SECONDS:
-                    # A turn's next model call usually starts within milliseconds: watch for
-                    # it in Temporal alone (a query would hold up the workflow task itself).
-                    await self._until_model_call(progress_at + FAST_POLL_WINDOW_SECONDS)
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 1.5, POLL_MAX_SECONDS)
+                await asyncio.sleep(_poll_interval(time.monotonic() - progress_at))
             view = await self.service.turn_view(
                 self.owner, self.session_id, TurnViewRequest(message_id=self.message_id)
             )
+
+    async def _moved_on(self) -> bool:
+        """True when the run's history or its model call changed since the last look (the
+        first look always counts as a change, so nothing between the first query and it is
+        missed)."""
+        progress = await self.service.progress(self.owner, self.session_id)
+        moved, self._seen = progress != self._seen, progress
+        return moved
 
     def _send(self, event: StreamEvent) -> StreamEvent:
         self.cursor = event.cursor
@@ -201,15 +204,14 @@ class TurnStream:
         turn = view.turn
         if turn is None:
             return
-        at = self.cursor or Cursor(turn, phase=-1)
-        if at.before(0, STARTED):
+        if self._at(turn).before(0, STARTED):
             yield StreamEvent(
                 Cursor(turn), "turn_started", {"turn": turn, "message_id": view.message_id}
             )
-        step = 0
+        step = results = 0
         for message in view.messages:
             if message.role == "assistant":
-                step += 1
+                step, results = step + 1, 0
                 yield from self._text(turn, step, message)
                 for index, call in enumerate(message.tool_calls):
                     if self._at(turn).before(step, CALL, index):
@@ -227,10 +229,11 @@ class TurnStream:
                 if message.reply_to is not None:
                     yield from self._completed(turn, step, message)
             elif message.role == "tool" and step:
-                index = _result_index(message)
-                if self._at(turn).before(step, RESULT, index):
+                # Results follow their step's calls in call order (the workflow's _run_tools).
+                results += 1
+                if self._at(turn).before(step, RESULT, results - 1):
                     yield StreamEvent(
-                        Cursor(turn, step, RESULT, index=index),
+                        Cursor(turn, step, RESULT, index=results - 1),
                         "tool_result",
                         {
                             "step": step,
@@ -279,21 +282,14 @@ class TurnStream:
 
     # ---- the model call running now ----------------------------------------------------
 
-    async def _until_model_call(self, deadline: float) -> None:
-        """Returns once a model call is pending (or at `deadline`)."""
-        while time.monotonic() < deadline:
-            if await self.service.live_model_call(self.owner, self.session_id) is not None:
-                return
-            await asyncio.sleep(START_POLL_SECONDS)
-
     async def _started_call(self) -> LiveCall | None:
         """The model call once a worker has it. Between scheduling and start (usually a few
         ms) Temporal alone is polled, quickly: this wait is most of the time to first token."""
         for _ in range(START_POLLS):
-            found = await self.service.live_model_call(self.owner, self.session_id)
+            found = (await self.service.progress(self.owner, self.session_id)).call
             if found is None or found.started:
                 return found
-            await asyncio.sleep(START_POLL_SECONDS)
+            await asyncio.sleep(FAST_POLL_SECONDS)
         return None
 
     async def _live(self, turn: int, step: int) -> AsyncIterator[StreamEvent]:
@@ -338,6 +334,15 @@ class TurnStream:
             return  # the worker went away or broke off: Temporal says what happens next
 
 
+def _poll_interval(since_progress: float) -> float:
+    """Every 5 ms just after something happened (the next step usually follows within
+    milliseconds), then a tenth of the quiet time so far, at most a second (tools,
+    approvals, a retry's backoff)."""
+    if since_progress < FAST_POLL_WINDOW_SECONDS:
+        return FAST_POLL_SECONDS
+    return min(since_progress / 10, POLL_MAX_SECONDS)
+
+
 def _delta(turn: int, step: int, attempt: int, text: str, end: int) -> StreamEvent:
     return StreamEvent(
         Cursor(turn, step, TEXT, attempt, end),
@@ -351,14 +356,6 @@ def _restart(turn: int, step: int, attempt: int) -> StreamEvent:
     return StreamEvent(
         Cursor(turn, step, TEXT, attempt, 0), "restart", {"step": step, "attempt": attempt}
     )
-
-
-def _result_index(message: ChatMessage) -> int:
-    """Tool result ids end in `.s<step>.<index>` (see the workflow's `_run_tools`)."""
-    try:
-        return int(message.id.rsplit(".", 1)[1])
-    except (IndexError, ValueError):
-        return 0
 
 
 def resume_point(last_event_id: str | None) -> Cursor | None:

@@ -379,6 +379,7 @@ class Timing:
     emitted: list[float]
     received: dict[int, float]
     pieces: int  # deltas the client got (one per token unless something coalesced them)
+    done: float  # the client knew the reply was complete ([DONE], or turn_completed)
 
     def check(self, side: str) -> None:
         if set(self.received) != set(range(len(self.emitted))):
@@ -393,6 +394,11 @@ class Timing:
     @property
     def ttft(self) -> float:
         return self.first - self.sent
+
+    @property
+    def ending(self) -> float:
+        """Last token emitted -> the client knows the reply is complete."""
+        return self.done - self.emitted[-1]
 
     @property
     def dispatch(self) -> float:
@@ -421,12 +427,12 @@ class ProviderLog:
         self._http = httpx.AsyncClient(base_url=url, timeout=10)
 
     async def timing(
-        self, tag: str, sent: float, received: dict[int, float], pieces: int
+        self, tag: str, sent: float, received: dict[int, float], pieces: int, done: float
     ) -> Timing:
         response = await self._http.get(f"/emitted/{tag}")
         response.raise_for_status()
         record = response.json()
-        return Timing(sent, float(record["received"]), record["emitted"], received, pieces)
+        return Timing(sent, float(record["received"]), record["emitted"], received, pieces, done)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -478,7 +484,7 @@ class DirectSide:
         )
         sent = time.time()
         await self._provider.stream(request, on_delta)
-        timing = await self._log.timing(tag, sent, received, pieces)
+        timing = await self._log.timing(tag, sent, received, pieces, time.time())
         timing.check(self.name)
         return timing
 
@@ -513,6 +519,7 @@ class OursSide:
         received: dict[int, float] = {}
         pieces = 0
         completed: dict[str, Any] | None = None
+        done = math.nan
         sent = time.time()
         async with self._http.stream(
             "POST", f"/v1/sessions/{key}/messages/stream", json=body
@@ -530,10 +537,10 @@ class OursSide:
                 elif event.event in ("restart", "error"):
                     raise RuntimeError(f"{event.event} while streaming on {key}: {event.data}")
                 elif event.event == "turn_completed":
-                    completed = event.data
+                    completed, done = event.data, now
         if completed is None or completed.get("error"):
             raise RuntimeError(f"turn on {key} did not complete: {completed}")
-        timing = await self._log.timing(tag, sent, received, pieces)
+        timing = await self._log.timing(tag, sent, received, pieces, done)
         timing.check(self.name)
         return timing
 
@@ -599,7 +606,7 @@ class WfsSide:
                 reader.cancel()
                 with suppress(asyncio.CancelledError):
                     await reader
-        timing = await self._log.timing(tag, sent, received, pieces)
+        timing = await self._log.timing(tag, sent, received, pieces, time.time())
         timing.check(self.name)
         return timing
 
@@ -756,6 +763,7 @@ async def measure_latency(
             "ttft_ms": summary_ms([t.ttft for t in all_turns]),
             "dispatch_ms": summary_ms([t.dispatch for t in all_turns]),
             "first_token_delivery_ms": summary_ms([t.latencies()[0] for t in all_turns]),
+            "ending_ms": summary_ms([t.ending for t in all_turns]),
             "pieces_per_token": sum(t.pieces for t in every) / count if count else math.nan,
             "block_ms": [
                 {p: summary_ms([s for t in b for s in t.latencies()])[p] for p in ("p50", "p99")}
@@ -976,6 +984,9 @@ def _print_latency(lat: dict[str, Any], derived: dict[str, Any], opts: dict[str,
         print(_row(side["label"], side["ttft_ms"]))
         print(_row("  request sent -> provider has it", side["dispatch_ms"]))
         print(_row("  token 0 emitted -> received", side["first_token_delivery_ms"]))
+    for side in (d, o):
+        name = side["label"].split(" (")[0]
+        print(_row(f"last token emitted -> {name} knows it is complete", side["ending_ms"]))
     print("  ours step by step (from history event times):")
     for label, ms in o.get("ttft_steps_ms", {}).items():
         print(_row(f"    {label}", ms))

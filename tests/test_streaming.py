@@ -14,6 +14,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.scripted import tool_script
+from api.streaming import Cursor
 from cli.sse import ServerEvent, aiter_events
 from common.ids import workflow_id
 from tests.processes import (
@@ -204,18 +205,28 @@ async def test_stream_errors_are_clear_and_private(
 
 async def test_tool_calls_and_results_are_events(alice: httpx.AsyncClient) -> None:
     session_id = await new_session(alice, tools=["calculate"])
-    content = tool_script([("calculate", {"expression": "6*7"})]) + " the answer"
+    calls = [("calculate", {"expression": "6*7"}), ("calculate", {"expression": "1+1"})]
+    content = tool_script(calls) + " the answer"
     events = await read_turn(
         alice, send_url(session_id), body={"message_id": "m1", "content": content}
     )
     kinds = [e.event for e in events if e.event != "delta"]
-    assert kinds == ["turn_started", "tool_call", "tool_result", "turn_completed"]
-    call = next(e for e in events if e.event == "tool_call").data
-    result = next(e for e in events if e.event == "tool_result").data
-    assert call["name"] == "calculate" and not call["needs_approval"]
-    assert result["call_id"] == call["id"] and result["content"] == "42"
+    assert kinds == [
+        "turn_started",
+        *["tool_call"] * 2,
+        *["tool_result"] * 2,
+        "turn_completed",
+    ]
+    asked = [e.data for e in events if e.event == "tool_call"]
+    answered = [e.data for e in events if e.event == "tool_result"]
+    assert all(c["name"] == "calculate" and not c["needs_approval"] for c in asked)
+    assert [r["call_id"] for r in answered] == [c["id"] for c in asked]
+    assert [r["content"] for r in answered] == ["42", "2"]
+    positions = [Cursor.decode(e.id or "") for e in events if e.event == "tool_result"]
+    assert [(p.step, p.index) for p in positions] == [(1, 0), (1, 1)]
+    assert len({e.id for e in events}) == len(events)
     reply = await reply_of(alice, session_id, "m1")
-    assert text_of(events, step=2) == reply["content"] and "42" in reply["content"]
+    assert text_of(events, step=2) == reply["content"] and "42 | 2" in reply["content"]
 
 
 async def test_a_long_reply_costs_the_same_history_events_as_a_short_one(
