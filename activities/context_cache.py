@@ -42,8 +42,9 @@ class ToolResultCache:
 class _Entry:
     last_seq: int
     last_digest: str
-    system: ContextMessage | None
+    head: list[ContextMessage]  # the leading system messages: prompt and running summary
     messages: list[ContextMessage]
+    summary_upto: int = 0
 
 
 class ContextCache:
@@ -66,6 +67,7 @@ class ContextCache:
         entry = self._entries.get(turn.run_id)
         if (
             entry is None
+            or entry.summary_upto != turn.summary_upto
             or entry.last_seq != turn.upto_seq - 1
             or entry.last_digest != turn.previous_digest
         ):
@@ -73,13 +75,14 @@ class ContextCache:
         self._entries.move_to_end(turn.run_id)
         user = ContextMessage(role="user", content=turn.user_message)
         messages = fit_context([*entry.messages, user], self._max_chars)
-        return [entry.system, *messages] if entry.system else messages
+        return [*entry.head, *messages]
 
     def _after_tools(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
         entry = self._entries.get(turn.run_id)
         calls = entry.messages[-1].tool_calls if entry and entry.messages else []
         if (
             entry is None
+            or entry.summary_upto != turn.summary_upto
             or not calls
             or len(calls) != len(turn.result_digests)
             or entry.last_seq != turn.upto_seq - len(calls)
@@ -93,7 +96,7 @@ class ContextCache:
             results.append(result)
         self._entries.move_to_end(turn.run_id)
         messages = fit_context([*entry.messages, *results], self._max_chars)
-        return [entry.system, *messages] if entry.system else messages
+        return [*entry.head, *messages]
 
     def remember(
         self,
@@ -104,11 +107,13 @@ class ContextCache:
     ) -> None:
         """Record the context a call used plus its reply, which becomes message upto_seq + 1
         (with the tool calls it asked for, if any)."""
-        system = context[0] if context and context[0].role == "system" else None
-        body = context[1:] if system else context
+        size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
+        head, body = context[:size], context[size:]
         answer = ContextMessage(role="assistant", content=reply, tool_calls=calls or [])
         messages = fit_context([*body, answer], self._max_chars)
-        self._entries[turn.run_id] = _Entry(turn.upto_seq + 1, digest(reply), system, messages)
+        self._entries[turn.run_id] = _Entry(
+            turn.upto_seq + 1, digest(reply), head, messages, turn.summary_upto
+        )
         self._entries.move_to_end(turn.run_id)
         while len(self._entries) > self._max_sessions:
             self._entries.popitem(last=False)

@@ -140,6 +140,19 @@ class QueuedMessage(BaseModel):
     count_tokens: bool = False
 
 
+class Summary(BaseModel):
+    """A running summary of the conversation's older part, written by compaction.
+
+    It replaces messages 1..`upto_seq` in model prompts only: those messages stay in history.
+    """
+
+    text: str
+    upto_seq: int = Field(description="The last message the summary covers.")
+    created_at: datetime
+    model: str | None = None
+    usage: Usage | None = None
+
+
 class CarriedState(BaseModel):
     """Everything a new run needs: passed on continue-as-new, loaded on resume."""
 
@@ -151,6 +164,7 @@ class CarriedState(BaseModel):
     created_at: datetime
     last_activity_at: datetime
     runs: int = 1
+    summary: Summary | None = None
 
 
 class SessionInput(BaseModel):
@@ -336,6 +350,11 @@ class LLMTurnInput(BaseModel):
         "worker's cached copies are used only if they match history.",
     )
     tools: list[str] = Field(default_factory=list, description="Tools the model may ask for.")
+    summary_upto: int = Field(
+        default=0,
+        description="The last message the session's running summary covers (0: no summary); "
+        "a cached transcript made under another summary is not used.",
+    )
 
 
 class LLMTurnResult(BaseModel):

@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         SessionState,
         SessionStatus,
         SetTools,
+        Summary,
         ToolCall,
         ToolCallInput,
         ToolDecision,
@@ -138,6 +139,7 @@ class ChatSessionWorkflow:
         self._approval_calls: dict[str, RecordedToolCall] = {}  # this turn's, by call id
         self._approval_wait: _ApprovalWait | None = None  # set while the turn waits for them
         self._model_step: int | None = None  # the step of this turn whose model call runs
+        self._summary: Summary | None = None  # compaction's summary of the older messages
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -324,6 +326,7 @@ class ChatSessionWorkflow:
                 ),
                 step=step,
                 tools=self._config.tools,
+                summary_upto=self._summary.upto_seq if self._summary else 0,
                 result_digests=[] if first else self._last_result_digests(),
             ),
             result_type=LLMTurnResult,
@@ -680,14 +683,22 @@ class ChatSessionWorkflow:
 
     @workflow.query(name="llm_context")
     def llm_context(self, req: LLMContextRequest) -> list[ContextMessage]:
-        """The prompt for a turn: system prompt, then the newest messages that fit.
+        """The prompt for a turn: system prompt, running summary, then the newest messages
+        that fit; messages the summary covers are left out.
 
         Read by the LLM activity, so the transcript never passes through activity inputs.
         """
+        since = self._summary.upto_seq if self._summary else 0
         picked = fit_context(
-            [_to_context(m) for m in self._messages[: req.upto_seq] if m.error is None],
+            [
+                _to_context(m)
+                for m in self._messages[: req.upto_seq]
+                if m.error is None and m.seq > since
+            ],
             req.max_chars,
         )
+        if self._summary:
+            picked.insert(0, _summary_message(self._summary))
         if self._config.system_prompt:
             picked.insert(0, ContextMessage(role="system", content=self._config.system_prompt))
         return picked
@@ -721,6 +732,7 @@ class ChatSessionWorkflow:
         self._created_at = carried.created_at
         self._last_activity = max(carried.last_activity_at, self._last_activity)
         self._runs = carried.runs
+        self._summary = carried.summary
         for message in self._messages:
             if message.role == "user":
                 self._user_seq[message.id] = message.seq
@@ -737,6 +749,7 @@ class ChatSessionWorkflow:
             created_at=self._created_at,
             last_activity_at=self._last_activity,
             runs=self._runs,
+            summary=self._summary,
         )
 
     def _pending_calls(self) -> list[RecordedToolCall]:
@@ -846,6 +859,12 @@ def _to_context(message: ChatMessage) -> ContextMessage:
         ],
         tool_call_id=message.tool_call_id,
         is_error=message.is_error,
+    )
+
+
+def _summary_message(summary: Summary) -> ContextMessage:
+    return ContextMessage(
+        role="system", content=f"Summary of the earlier conversation:\n{summary.text}"
     )
 
 
