@@ -52,10 +52,11 @@ from api.deps import ServiceDep, SettingsDep, StreamsDep
 from api.errors import ApiError
 from api.limits import check_content, check_model, check_system_prompt
 from api.service import SessionService
+from api.session_config import session_config
 from api.streaming import KEEPALIVE, LiveStreams, StreamEvent
 from common.ids import ID_PATTERN, is_valid_id, new_id
 from common.settings import Settings, split_model
-from workflows.messages import ChatMessage, SendMessage, SessionConfig, TurnViewRequest
+from workflows.messages import ChatMessage, SendMessage, TurnViewRequest
 
 LONGEST_WAIT_SECONDS = 600.0  # the openai package's default timeout; past it, 504
 POLL_MIN_SECONDS = 0.05
@@ -475,7 +476,7 @@ class Turn:
 async def _complete(request: Request, turn: Turn, service: SessionService) -> Response:
     sent = await service.send_and_wait(turn.user, turn.session_id, turn.message)
     turn.stored(request)
-    reply = sent.reply if sent else await _wait_for_reply(request, turn, service)
+    reply = sent.reply if sent and sent.reply else await _wait_for_reply(request, turn, service)
     if reply.error is not None:
         headers = {**turn.headers, "x-should-retry": "false"}  # the model was retried already
         raise OpenAIError(502, reply.error, headers=headers)
@@ -587,15 +588,7 @@ async def _ensure_session(
         raise OpenAIError(
             422, f"{err.detail} (GET /v1/models lists them)", "model", "model_not_found"
         ) from err
-    config = SessionConfig(
-        system_prompt=prompt,
-        model=model,
-        inactivity_timeout_seconds=settings.default_inactivity_timeout_seconds,
-        max_turns_per_run=settings.max_turns_per_run,
-        max_tool_steps=settings.max_tool_steps,
-        approval_timeout_seconds=settings.tool_approval_timeout_seconds,
-        max_messages=settings.max_messages_per_session,
-    )
+    config = session_config(settings, model, system_prompt=prompt)
     try:
         await service.create(user, session_id, config)
     except ApiError as err:

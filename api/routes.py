@@ -28,12 +28,12 @@ from api.schemas import (
     ToolCallDecision,
     ToolList,
 )
+from api.session_config import session_config
 from api.streaming import resume_point
 from common.ids import is_valid_id, new_id
 from workflows.messages import (
     RecordedToolCall,
     SendMessage,
-    SessionConfig,
     SessionStatus,
     ToolDecision,
     TurnViewRequest,
@@ -82,15 +82,12 @@ async def create_session(
 ) -> SessionCreated:
     """Start a session. It ends itself after its inactivity timeout; a message resumes it."""
     check_system_prompt(settings, body.system_prompt)
-    config = SessionConfig(
+    config = session_config(
+        settings,
+        check_model(settings, body.model),
         system_prompt=body.system_prompt,
-        model=check_model(settings, body.model),
         inactivity_timeout_seconds=check_timeout(settings, body.inactivity_timeout_seconds),
-        max_turns_per_run=settings.max_turns_per_run,
         tools=check_tools(settings, tools, body.tools),
-        max_tool_steps=settings.max_tool_steps,
-        approval_timeout_seconds=settings.tool_approval_timeout_seconds,
-        max_messages=settings.max_messages_per_session,
     )
     session_id = body.session_id or new_id()
     await service.create(user, session_id, config)

@@ -37,11 +37,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError, not_found
 from api.quotas import Quotas
 from api.schemas import SessionSummary
+from api.session_config import session_config
 from common.ids import parse_workflow_id, workflow_id
 from common.live_streams import LLM_ACTIVITY, stream_url_of
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
 from common.settings import Settings
 from workflows.messages import (
+    ChatMessage,
     HistoryPage,
     HistoryRequest,
     RecordedToolCall,
@@ -61,6 +63,7 @@ from workflows.session import LOADING_MESSAGE, ChatSessionWorkflow, session_full
 log = logging.getLogger("api.service")
 
 QUERY_TIMEOUT = timedelta(seconds=15)
+ARCHIVE_QUERY_TIMEOUT = timedelta(seconds=60)  # a closed run is replayed to answer
 RESUME_LOAD_SECONDS = 5.0
 _KNOWN_SESSIONS_CACHE = 10_000
 _MODEL_MEMO = "model"
@@ -96,7 +99,9 @@ class SessionService:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
-    async def create(self, owner: str, session_id: str, config: SessionConfig) -> None:
+    async def create(
+        self, owner: str, session_id: str, config: SessionConfig, importing: bool = False
+    ) -> None:
         wf_id = workflow_id(owner, session_id)
         await self._quotas.reserve_session(owner, session_id)
         try:
@@ -108,6 +113,7 @@ class SessionService:
                     config=config,
                     activity_task_queue=self._settings.activity_task_queue,
                     count_sessions=self._quotas.counts_sessions,
+                    importing=importing,
                 ),
                 **self._start_options(owner, wf_id, config.model),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -156,7 +162,7 @@ class SessionService:
             reply: Reply = await handle.execute_update(
                 "send_message_and_wait", msg, result_type=Reply
             )
-            return reply
+            return await self._held_reply(owner, session_id, reply)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -171,7 +177,14 @@ class SessionService:
         resumed: Reply = await self._client.execute_update_with_start_workflow(
             "send_message_and_wait", msg, start_workflow_operation=operation, result_type=Reply
         )
-        return resumed
+        return await self._held_reply(owner, session_id, resumed)
+
+    async def _held_reply(self, owner: str, session_id: str, reply: Reply) -> Reply:
+        """A resend of a message answered runs ago gets its reply from the run holding it."""
+        if reply.reply is not None or reply.reply_seq is None:
+            return reply
+        found = await self.message_at(owner, session_id, reply.reply_seq)
+        return reply.model_copy(update={"reply": found})
 
     async def send(self, owner: str, session_id: str, msg: SendMessage) -> None:
         """By signal: durable once this returns; the reply is fetched later."""
@@ -239,7 +252,17 @@ class SessionService:
 
     async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
         handle = await self._existing(owner, session_id)
-        return await handle.query(ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT)
+        lookup = await handle.query(
+            ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT
+        )
+        if lookup.state == "done" and lookup.reply is None and lookup.reply_seq is not None:
+            found = await self.message_at(owner, session_id, lookup.reply_seq)
+            return lookup.model_copy(update={"reply": found})
+        return lookup
+
+    async def message_at(self, owner: str, session_id: str, seq: int) -> ChatMessage | None:
+        page = await self.history(owner, session_id, seq - 1, 1)
+        return page.messages[0] if page.messages and page.messages[0].seq == seq else None
 
     async def turn_view(self, owner: str, session_id: str, req: TurnViewRequest) -> TurnView:
         handle = await self._existing(owner, session_id)
@@ -303,12 +326,21 @@ class SessionService:
         return await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
 
     async def history(self, owner: str, session_id: str, after: int, limit: int) -> HistoryPage:
+        """A page of the whole conversation, across runs: messages older than the current
+        run holds are read from the closed run that held them (a query on a closed run
+        replays it on a worker, so such pages are slower)."""
         handle = await self._existing(owner, session_id)
-        return await handle.query(
-            ChatSessionWorkflow.history,
-            HistoryRequest(after=after, limit=limit),
-            rpc_timeout=QUERY_TIMEOUT,
+        request = HistoryRequest(after=after, limit=limit)
+        page = await handle.query(ChatSessionWorkflow.history, request, rpc_timeout=QUERY_TIMEOUT)
+        if page.archived_in is None:
+            return page
+        closed = self._client.get_workflow_handle(handle.id, run_id=page.archived_in)
+        older = await closed.query(
+            ChatSessionWorkflow.history, request, rpc_timeout=ARCHIVE_QUERY_TIMEOUT
         )
+        if older.messages and older.next is None:
+            older.next = older.messages[-1].seq  # later messages are in later runs
+        return older
 
     async def list_sessions(self, owner: str, limit: int) -> list[SessionSummary]:
         query = (
@@ -390,10 +422,8 @@ class SessionService:
             owner=owner,
             session_id=session_id,
             # A placeholder but for the limits: the old run's config is loaded.
-            config=SessionConfig(
-                model=self._known.get(handle.id, self._settings.default_model),
-                max_turns_per_run=self._settings.max_turns_per_run,
-                max_messages=self._settings.max_messages_per_session,
+            config=session_config(
+                self._settings, self._known.get(handle.id, self._settings.default_model)
             ),
             resume=True,
             previous_run_id=description.run_id if closed else None,

@@ -125,5 +125,5 @@ class DirectSide:
     async def turn(self, session: str, text: str) -> None:
         msg = SendMessage(message_id=new_id(), content=text)
         reply = await self._service.send_and_wait(self.user, session, msg)
-        if reply is None or reply.reply.error:
+        if reply is None or reply.reply is None or reply.reply.error:
             raise RuntimeError(f"direct turn on {session} failed: {reply}")

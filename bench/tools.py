@@ -131,6 +131,7 @@ class ChatSide:
         reply: Reply = await self._handles[key].execute_update(
             "send_message_and_wait", msg, result_type=Reply
         )
+        assert reply.reply is not None  # the turn just ran, so this run holds it
         # The exact reply proves the turn took the path we mean to measure.
         expected = f"echo: bench message {n:07d}{self._suffix}"
         if reply.reply.error is not None or reply.reply.content != expected:

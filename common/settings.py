@@ -18,6 +18,7 @@ from workflows.messages import (
     DEFAULT_MAX_TOOL_STEPS,
     DEFAULT_MAX_TURNS_PER_RUN,
 )
+from workflows.transcript import CARRY_MAX_CHARS
 
 PROVIDERS = ("local", "openai", "anthropic", "scripted")
 
@@ -53,7 +54,27 @@ class Settings(BaseSettings):
     default_inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
     max_inactivity_timeout_seconds: int = 30 * 24 * 60 * 60
     max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
+    carry_max_chars: int = Field(
+        default=CARRY_MAX_CHARS,
+        ge=1_000,
+        le=CARRY_MAX_CHARS,
+        description="Message characters a session carries into its next run at most (the rest "
+        "stays readable in the runs that held them); keeps every payload far below 512 KB.",
+    )
     temporal_ui_url: str = "http://localhost:8233"
+
+    # Compaction (workflows/session.py, activities/compaction.py)
+    compaction_enabled: bool = True
+    compaction_model: str | None = Field(
+        default=None, description="The model that writes running summaries; none: the session's."
+    )
+    compaction_threshold: float = Field(
+        default=0.25,
+        gt=0,
+        le=4,
+        description="Summarise once the messages left out of the prompt (and not yet summarised) "
+        "reach this fraction of the model's prompt budget.",
+    )
 
     # Per-session and per-user limits (workflows/quota.py); unset: no limit and no cost
     max_messages_per_session: int | None = Field(

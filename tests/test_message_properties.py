@@ -120,7 +120,7 @@ class Session:
             await self.service.send(OWNER, self.session_id, msg)
             return
         reply: Reply | None = await self.service.send_and_wait(OWNER, self.session_id, msg)
-        assert reply is not None
+        assert reply is not None and reply.reply is not None
         assert reply.message_id == message_id
         first = self.replies.setdefault(message_id, reply.reply)
         assert reply.reply == first, "a resend got another reply than the first"

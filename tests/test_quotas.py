@@ -313,7 +313,7 @@ async def say(
 ) -> ChatMessage:
     msg = SendMessage(message_id=message_id or uuid.uuid4().hex, content=content)
     reply = await service.send_and_wait(owner, session_id, msg)
-    assert reply is not None
+    assert reply is not None and reply.reply is not None
     return reply.reply
 
 

@@ -44,7 +44,7 @@ class Harness:
     ) -> ChatMessage:
         msg = SendMessage(message_id=message_id or uuid.uuid4().hex, content=content)
         reply = await self.service.send_and_wait(OWNER, session_id, msg)
-        assert reply is not None
+        assert reply is not None and reply.reply is not None
         return reply.reply
 
     async def history(self, session_id: str) -> list[ChatMessage]:

@@ -53,7 +53,7 @@ class Harness:
     async def say(self, session_id: str, content: str) -> ChatMessage:
         msg = SendMessage(message_id=uuid.uuid4().hex, content=content)
         reply = await self.service.send_and_wait(OWNER, session_id, msg)
-        assert reply is not None
+        assert reply is not None and reply.reply is not None
         return reply.reply
 
     async def send(self, session_id: str, content: str) -> str:

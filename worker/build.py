@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.compaction import CompactionActivities
 from activities.context_cache import ToolResultCache
 from activities.llm import LLMActivities
 from activities.providers import ProviderRegistry
@@ -88,7 +89,12 @@ def _call_activities(
     tools = tools if tools is not None else configured_registry(settings)
     results = ToolResultCache(settings.max_cached_workflows * 4)
     llm = LLMActivities(client, providers, settings, tools, results, hub)
-    return [llm.generate_reply, ToolActivities(tools, results).run_tool]
+    compaction = CompactionActivities(client, providers)
+    return [
+        llm.generate_reply,
+        ToolActivities(tools, results).run_tool,
+        compaction.summarize_history,
+    ]
 
 
 def _worker(

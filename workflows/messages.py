@@ -120,6 +120,22 @@ class SessionConfig(BaseModel):
         description="User messages the session accepts in its whole life; null: no limit. "
         "Set at creation and again whenever the session resumes.",
     )
+    carry_max_chars: int = Field(
+        default=200_000,
+        description="Message characters carried into the next run at most; older messages "
+        "are read from the runs that held them.",
+    )
+    compaction: bool = Field(
+        default=True, description="Summarise messages that no longer fit the prompt."
+    )
+    compaction_model: str | None = Field(
+        default=None, description="The model that writes summaries; null: the session's."
+    )
+    compaction_threshold: float = Field(
+        default=0.25,
+        description="Summarise once the messages left out of the prompt and not yet "
+        "summarised reach this fraction of the prompt budget.",
+    )
 
 
 class SendMessage(BaseModel):
@@ -153,6 +169,15 @@ class Summary(BaseModel):
     usage: Usage | None = None
 
 
+class ArchivedRun(BaseModel):
+    """A closed run of the session that held messages `first_seq`..`last_seq`; its `history`
+    query still serves them (Temporal keeps closed runs for the namespace's retention)."""
+
+    run_id: str
+    first_seq: int
+    last_seq: int
+
+
 class CarriedState(BaseModel):
     """Everything a new run needs: passed on continue-as-new, loaded on resume."""
 
@@ -165,6 +190,19 @@ class CarriedState(BaseModel):
     last_activity_at: datetime
     runs: int = 1
     summary: Summary | None = None
+    message_count: int | None = Field(
+        default=None,
+        description="Messages in the whole session; `messages` holds only the newest of them "
+        "(null: all of them, as runs before bounded carrying wrote).",
+    )
+    archive: list[ArchivedRun] = Field(
+        default_factory=list, description="Earlier runs and the messages each held."
+    )
+    answered: dict[str, int] = Field(
+        default_factory=dict,
+        description="Recent user message ids no longer held, with their reply's seq, so a "
+        "resend is still recognised.",
+    )
 
 
 class SessionInput(BaseModel):
@@ -187,12 +225,31 @@ class SessionInput(BaseModel):
         description="Where model and tool calls run; none: the session's own task queue. "
         "Taken from each run's input (not carried), so a deployment can move it.",
     )
+    importing: bool = Field(
+        default=False,
+        description="Started to receive an exported conversation by `import_messages` "
+        "before it takes new messages (kept across continue-as-new until `finish_import`).",
+    )
     count_sessions: bool = Field(
         default=False,
         description="Tell the owner's quota workflow when this session opens and closes (the "
         "open-sessions limit). Set by the gateway on creation and on resume; kept across "
         "continue-as-new.",
     )
+
+
+class ImportBatch(BaseModel):
+    """Messages for a session being imported (update `import_messages`), in seq order,
+    continuing exactly after the last one stored; a batch already stored is a no-op."""
+
+    messages: list[ChatMessage]
+
+
+class ImportDone(BaseModel):
+    """Ends an import (update `finish_import`): the session then takes messages as usual."""
+
+    summary: Summary | None = None
+    usage: Usage = Usage()
 
 
 class PreviousSessionRequest(BaseModel):
@@ -202,13 +259,18 @@ class PreviousSessionRequest(BaseModel):
 
 class Reply(BaseModel):
     message_id: str
-    reply: ChatMessage
+    reply: ChatMessage | None = Field(
+        description="Null only for a resend of a message answered so long ago that the "
+        "session's current run no longer holds it: read it at `reply_seq` through history."
+    )
+    reply_seq: int | None = None
 
 
 class ReplyLookup(BaseModel):
     message_id: str
     state: Literal["unknown", "queued", "working", "awaiting_approval", "done"]
     reply: ChatMessage | None = None
+    reply_seq: int | None = None
 
 
 class TurnViewRequest(BaseModel):
@@ -242,6 +304,11 @@ class HistoryPage(BaseModel):
     messages: list[ChatMessage]
     next: int | None = Field(
         default=None, description="Pass as `after` to read the next page; null at the end."
+    )
+    archived_in: str | None = Field(
+        default=None,
+        description="Set instead of `messages` when they are older than this run holds: the "
+        "run id of the closed run that holds them.",
     )
 
 
@@ -361,11 +428,40 @@ class LLMTurnResult(BaseModel):
     content: str
     model: str
     usage: Usage
+    context_from_seq: int | None = Field(
+        default=None, description="The oldest message the prompt included (null: unknown)."
+    )
+    dropped_tokens: int = Field(
+        default=0,
+        description="Tokens of messages newer than the running summary that did not fit.",
+    )
+    prompt_budget: int = Field(default=0, description="Tokens the prompt could use.")
     tool_calls: list[ToolCall] = []
     tool_policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="For each tool named in `tool_calls`."
     )
     attempt: int = Field(default=1, description="The activity attempt that produced this.")
+
+
+class CompactionRequest(BaseModel):
+    """Summarise messages `after`+1..`upto` (with the current summary) into a new summary."""
+
+    workflow_id: str
+    run_id: str
+    after: int
+    upto: int
+    model: str
+
+
+class CompactionSource(BaseModel):
+    summary: str | None = None
+    messages: list[ContextMessage]
+
+
+class SummaryResult(BaseModel):
+    text: str
+    model: str
+    usage: Usage
 
 
 class SessionStatus(BaseModel):
@@ -387,4 +483,12 @@ class SessionStatus(BaseModel):
     pending_approvals: list[PendingApproval] = []
     max_messages: int | None = Field(
         default=None, description="User messages the session accepts; null: no limit."
+    )
+    summary: Summary | None = Field(
+        default=None,
+        description="The running summary that stands in for messages up to its `upto_seq` "
+        "in prompts (those messages stay in history).",
+    )
+    last_turn_usage: Usage | None = Field(
+        default=None, description="Tokens the latest answered turn used, all its model calls."
     )

@@ -30,11 +30,16 @@ with workflow.unsafe.imports_passed_through():
         MAX_QUEUED_MESSAGES,
         MAX_TOOLS_PER_SESSION,
         ApprovalState,
+        ArchivedRun,
         CarriedState,
         ChatMessage,
+        CompactionRequest,
+        CompactionSource,
         ContextMessage,
         HistoryPage,
         HistoryRequest,
+        ImportBatch,
+        ImportDone,
         LLMContextRequest,
         LLMTurnInput,
         LLMTurnResult,
@@ -50,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStatus,
         SetTools,
         Summary,
+        SummaryResult,
         ToolCall,
         ToolCallInput,
         ToolDecision,
@@ -66,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         TurnUsage,
     )
     from workflows.tool_calls import denied_outcome, short_arguments, unavailable_outcome
+    from workflows.transcript import CARRY_MAX_CHARS, Transcript, run_holding
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -78,7 +85,17 @@ LLM_RETRY = RetryPolicy(
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 TOOL_START_TO_CLOSE_MARGIN = timedelta(seconds=10)
 TOOL_MIN_ATTEMPTS = 3  # a worker lost mid-call is retried even for a single-attempt tool
+COMPACTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+COMPACTION_PAUSE_TURNS = 10  # after a failed compaction, turns before the next try
 MAX_HISTORY_PAGE = 500
+MAX_IMPORT_BATCH = 500  # messages per `import_messages` update
+IMPORT_CHARS_PER_RUN = 1_000_000  # an import continues as new past this, like turns do
+# Resends of a message are recognised this far back once the message is no longer held.
+MAX_ANSWERED_IDS = 2_000
 
 # ApplicationError types raised by handlers; the gateway maps them to HTTP statuses.
 INVALID_MESSAGE = "InvalidMessage"
@@ -122,7 +139,8 @@ class ChatSessionWorkflow:
         self._config = inp.config
         self._activity_queue = inp.activity_task_queue
         self._count_sessions = inp.count_sessions
-        self._messages: list[ChatMessage] = []
+        self._transcript = Transcript()  # the messages this run holds (workflows/transcript.py)
+        self._archive: list[ArchivedRun] = []  # earlier runs, for the older messages
         self._queue: deque[QueuedMessage] = deque()
         self._user_seq: dict[str, int] = {}  # user message id -> seq
         self._reply_seq: dict[str, int] = {}  # user message id -> seq of its reply
@@ -140,6 +158,11 @@ class ChatSessionWorkflow:
         self._approval_wait: _ApprovalWait | None = None  # set while the turn waits for them
         self._model_step: int | None = None  # the step of this turn whose model call runs
         self._summary: Summary | None = None  # compaction's summary of the older messages
+        self._compact_upto: int | None = None  # set when messages up to it should be summarised
+        self._no_compaction_before = 0  # the turn after which compaction may be tried again
+        self._last_turn_usage: Usage | None = None
+        self._importing = inp.importing
+        self._imported_chars = 0  # in this run
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -179,7 +202,10 @@ class ChatSessionWorkflow:
     async def _serve(self) -> None:
         """Run turns until the session ends or expires; continue as new when due."""
         while True:
-            if self._queue:
+            if self._compact_upto is not None:
+                await self._compact(self._compact_upto)
+                continue
+            if self._queue and not self._importing:
                 await self._run_turn(self._queue.popleft())
                 continue
             if self._end_requested:
@@ -192,7 +218,7 @@ class ChatSessionWorkflow:
                         workflow.all_handlers_finished() or bool(self._queue) or self._end_requested
                     )
                 )
-                if not self._queue and not self._end_requested:
+                if (not self._queue or self._importing) and not self._end_requested:
                     workflow.continue_as_new(
                         SessionInput(
                             owner=self._owner,
@@ -201,6 +227,7 @@ class ChatSessionWorkflow:
                             carried=self._carry(),
                             activity_task_queue=self._activity_queue,
                             count_sessions=self._count_sessions,
+                            importing=self._importing,
                         )
                     )
                 continue
@@ -211,7 +238,13 @@ class ChatSessionWorkflow:
             self._arm_inactivity_alarm(remaining)
             # When the alarm rings the loop re-checks: a message arriving as it rang counts.
             await workflow.wait_condition(
-                lambda: bool(self._queue) or self._end_requested or self._alarm.done()
+                lambda: (
+                    (bool(self._queue) and not self._importing)
+                    or self._end_requested
+                    or self._alarm.done()
+                    or (self._importing and self._continue_as_new_due())
+                    or self._compact_upto is not None
+                )
             )
 
     def _arm_inactivity_alarm(self, seconds: float) -> None:
@@ -251,6 +284,7 @@ class ChatSessionWorkflow:
             attempt=outcome.attempt,
         )
         self._reply_seq[item.message_id] = reply.seq
+        self._last_turn_usage = outcome.usage
         self._last_activity = workflow.now()
         self._state = "active"
         workflow.set_current_details(self._details())
@@ -272,6 +306,7 @@ class ChatSessionWorkflow:
             except ActivityError as err:
                 return _TurnOutcome("", model, usage, _describe_failure(err))
             model = result.model
+            self._note_context(result)
             usage = result.usage if usage is None else usage.plus(result.usage)
             self._usage = self._usage.plus(result.usage)
             if not result.tool_calls:
@@ -294,7 +329,7 @@ class ChatSessionWorkflow:
     ) -> LLMTurnResult:
         model = self._config.model
         first = step == 1
-        previous = self._messages[user.seq - 2] if first and user.seq > 1 else None
+        previous = self._transcript.get(user.seq - 1) if first else None
         self._model_step = step
         try:
             return await self._model_activity(item, turn, user, step, model, previous)
@@ -317,7 +352,7 @@ class ChatSessionWorkflow:
                 workflow_id=workflow.info().workflow_id,
                 run_id=workflow.info().run_id,
                 turn=turn,
-                upto_seq=user.seq if first else len(self._messages),
+                upto_seq=user.seq if first else self._transcript.last_seq,
                 model=model,
                 user_message=item.content if first else "",
                 system_prompt=self._config.system_prompt if user.seq == 1 else None,
@@ -342,9 +377,62 @@ class ChatSessionWorkflow:
         )
         return result
 
+    def _note_context(self, result: LLMTurnResult) -> None:
+        """Ask for compaction once enough messages have fallen out of the prompt unsummarised."""
+        if (
+            not self._config.compaction
+            or result.context_from_seq is None
+            or result.prompt_budget <= 0
+            or self._turns < self._no_compaction_before
+        ):
+            return
+        if result.dropped_tokens >= self._config.compaction_threshold * result.prompt_budget:
+            self._compact_upto = max(self._compact_upto or 0, result.context_from_seq - 1)
+
+    async def _compact(self, upto: int) -> None:
+        """Summarise messages after the current summary up to `upto`, between turns.
+
+        Messages sent meanwhile queue as usual. A failure leaves the session as it was (the
+        prompt just holds fewer messages) and pauses compaction for a few turns."""
+        self._compact_upto = None
+        since = self._summary.upto_seq if self._summary else 0
+        if upto <= since:
+            return
+        model = self._config.compaction_model or self._config.model
+        try:
+            result: SummaryResult = await workflow.execute_activity(
+                "summarize_history",
+                CompactionRequest(
+                    workflow_id=workflow.info().workflow_id,
+                    run_id=workflow.info().run_id,
+                    after=since,
+                    upto=upto,
+                    model=model,
+                ),
+                result_type=SummaryResult,
+                task_queue=self._activity_queue,
+                start_to_close_timeout=LLM_START_TO_CLOSE,
+                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
+                retry_policy=COMPACTION_RETRY,
+                summary=f"compaction · {model} · messages {since + 1}-{upto}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("compaction of messages %d-%d failed: %s", since + 1, upto, err)
+            self._no_compaction_before = self._turns + COMPACTION_PAUSE_TURNS
+            return
+        self._summary = Summary(
+            text=result.text,
+            upto_seq=upto,
+            created_at=workflow.now(),
+            model=result.model,
+            usage=result.usage,
+        )
+        self._usage = self._usage.plus(result.usage)
+        workflow.set_current_details(self._details())
+
     def _last_result_digests(self) -> list[str]:
         results: list[str] = []
-        for message in reversed(self._messages):
+        for message in reversed(self._transcript):
             if message.role != "tool":
                 break
             results.insert(0, digest(message.content))
@@ -484,13 +572,23 @@ class ChatSessionWorkflow:
             raise self._full_error()
         self._accept(msg)
         await workflow.wait_condition(lambda: msg.message_id in self._reply_seq)
-        return Reply(message_id=msg.message_id, reply=self._reply_to(msg.message_id))
+        return Reply(
+            message_id=msg.message_id,
+            reply=self._reply_to(msg.message_id),
+            reply_seq=self._reply_seq[msg.message_id],
+        )
 
     @send_message_and_wait.validator
     def _validate_send(self, msg: SendMessage) -> None:
         problem = self._problem_with(msg)
         if problem is not None:
             raise ApplicationError(problem, type=INVALID_MESSAGE, non_retryable=True)
+        if self._importing:
+            raise ApplicationError(
+                "this session is still being imported; send messages once it is done",
+                type=SESSION_BUSY,
+                non_retryable=True,
+            )
         if len(self._queue) >= MAX_QUEUED_MESSAGES and not self._known(msg.message_id):
             raise ApplicationError(
                 f"{len(self._queue)} messages are already waiting; retry later",
@@ -499,6 +597,57 @@ class ChatSessionWorkflow:
             )
         if self._full(msg):
             raise self._full_error()
+
+    @workflow.update(name="import_messages")
+    def import_messages(self, batch: ImportBatch) -> SessionStatus:
+        """Append exported messages as they were (the validator checks they continue the
+        conversation); the session continues as new between batches when its run is full."""
+        new = [m for m in batch.messages if m.seq > self._transcript.last_seq]
+        for message in new:
+            self._transcript.append(**message.model_dump(exclude={"seq"}))
+            self._imported_chars += len(message.content)
+            if message.role == "user":
+                self._user_seq[message.id] = message.seq
+            elif message.reply_to is not None:
+                self._reply_seq[message.reply_to] = message.seq
+            self._turns = max(self._turns, message.turn or 0)
+        return self._status()
+
+    @import_messages.validator
+    def _validate_import(self, batch: ImportBatch) -> None:
+        problem = self._import_problem(batch)
+        if problem is not None:
+            raise ApplicationError(problem, type=INVALID_MESSAGE, non_retryable=True)
+
+    def _import_problem(self, batch: ImportBatch) -> str | None:
+        if not self._importing:
+            return "this session is not being imported"
+        if len(batch.messages) > MAX_IMPORT_BATCH:
+            return f"at most {MAX_IMPORT_BATCH} messages per batch"
+        expected = batch.messages[0].seq if batch.messages else 0
+        for message in batch.messages:
+            if message.seq != expected:
+                return f"message seqs must be consecutive: got {message.seq}, wanted {expected}"
+            if len(message.content) > MAX_CONTENT_CHARS:
+                return f"message {message.seq} is longer than {MAX_CONTENT_CHARS} characters"
+            if message.role == "user" and not is_valid_id(message.id):
+                return f"message {message.seq}: id must match {ID_PATTERN}"
+            expected += 1
+        if batch.messages and batch.messages[0].seq > self._transcript.last_seq + 1:
+            return (
+                f"the batch starts at message {batch.messages[0].seq}, but the session has "
+                f"{self._transcript.last_seq}: send the batches in order"
+            )
+        return None
+
+    @workflow.update(name="finish_import")
+    def finish_import(self, done: ImportDone) -> SessionStatus:
+        if self._importing:
+            self._importing = False
+            self._summary = done.summary
+            self._usage = done.usage
+            self._last_activity = workflow.now()
+        return self._status()
 
     @workflow.update(name="end_session")
     async def end_session(self) -> SessionStatus:
@@ -582,7 +731,11 @@ class ChatSessionWorkflow:
             self._set_state("active")
 
     def _known(self, message_id: str) -> bool:
-        return message_id in self._user_seq or any(q.message_id == message_id for q in self._queue)
+        return (
+            message_id in self._user_seq
+            or message_id in self._reply_seq
+            or any(q.message_id == message_id for q in self._queue)
+        )
 
     def _full(self, msg: SendMessage) -> bool:
         """The session has all the user messages it may have, and this one is new."""
@@ -618,22 +771,33 @@ class ChatSessionWorkflow:
 
     @workflow.query(name="history")
     def history(self, req: HistoryRequest) -> HistoryPage:
+        """A page of messages after `req.after`; for older messages than this run holds,
+        the closed run that holds them (the gateway reads on there)."""
         self._check_loaded()
         start = max(req.after, 0)
-        end = start + min(max(req.limit, 1), MAX_HISTORY_PAGE)
+        if start + 1 < self._transcript.first_seq:
+            run = run_holding(self._archive, start + 1)
+            if run is not None:
+                return HistoryPage(messages=[], archived_in=run.run_id)
+            start = self._transcript.first_seq - 1  # not kept anywhere: skip to what is
+        page = self._transcript.between(start, start + min(max(req.limit, 1), MAX_HISTORY_PAGE))
         # A page never ends between a tool call and its results.
-        while 0 < end < len(self._messages) and self._messages[end].role == "tool":
-            end += 1
-        page = self._messages[start:end]
-        more = end < len(self._messages)
-        return HistoryPage(messages=page, next=page[-1].seq if page and more else None)
+        last = page[-1].seq if page else start
+        while (following := self._transcript.get(last + 1)) and following.role == "tool":
+            page.append(following)
+            last += 1
+        more = last < self._transcript.last_seq
+        return HistoryPage(messages=page, next=last if page and more else None)
 
     @workflow.query(name="reply")
     def reply(self, message_id: str) -> ReplyLookup:
         self._check_loaded()
         if message_id in self._reply_seq:
             return ReplyLookup(
-                message_id=message_id, state="done", reply=self._reply_to(message_id)
+                message_id=message_id,
+                state="done",
+                reply=self._reply_to(message_id),
+                reply_seq=self._reply_seq[message_id],
             )
         if message_id in self._user_seq:
             wait = self._approval_wait
@@ -653,14 +817,16 @@ class ChatSessionWorkflow:
         lookup = self.reply(message_id)
         if lookup.state in ("unknown", "queued"):
             return TurnView(message_id=message_id, state=lookup.state)
-        user = self._messages[self._user_seq[message_id] - 1]
-        end = self._reply_seq.get(message_id, len(self._messages))
+        user = self._transcript.get(self._user_seq.get(message_id, 0))
+        if user is None:  # answered long ago; its messages are in an earlier run
+            return TurnView(message_id=message_id, state="done")
+        end = self._reply_seq.get(message_id, self._transcript.last_seq)
         return TurnView(
             message_id=message_id,
             turn=user.turn,
             state=lookup.state,
             model_step=self._model_step if lookup.state != "done" else None,
-            messages=self._messages[user.seq : end],
+            messages=self._transcript.between(user.seq, end),
         )
 
     def _check_loaded(self) -> None:
@@ -674,7 +840,7 @@ class ChatSessionWorkflow:
                 turn = self._turns
             else:
                 return self._queue[0].message_id if self._queue else None
-        for message in reversed(self._messages):
+        for message in reversed(self._transcript):
             if message.role == "user" and message.turn == turn:
                 return message.id
             if message.turn is not None and message.turn < turn:
@@ -692,8 +858,8 @@ class ChatSessionWorkflow:
         picked = fit_context(
             [
                 _to_context(m)
-                for m in self._messages[: req.upto_seq]
-                if m.error is None and m.seq > since
+                for m in self._transcript.between(since, req.upto_seq)
+                if m.error is None
             ],
             req.max_chars,
         )
@@ -703,19 +869,30 @@ class ChatSessionWorkflow:
             picked.insert(0, ContextMessage(role="system", content=self._config.system_prompt))
         return picked
 
+    @workflow.query(name="compaction_source")
+    def compaction_source(self, req: CompactionRequest) -> CompactionSource:
+        """What compaction summarises: the current summary and the messages it adds."""
+        return CompactionSource(
+            summary=self._summary.text if self._summary else None,
+            messages=[
+                _to_context(m)
+                for m in self._transcript.between(req.after, req.upto)
+                if m.error is None
+            ],
+        )
+
     @workflow.query(name="snapshot")
     def snapshot(self) -> CarriedState:
         return self._carry()
 
     # ---- state -------------------------------------------------------------------------
 
-    def _reply_to(self, message_id: str) -> ChatMessage:
-        return self._messages[self._reply_seq[message_id] - 1]
+    def _reply_to(self, message_id: str) -> ChatMessage | None:
+        """The reply, if this run holds it (an old one is read through `history`)."""
+        return self._transcript.get(self._reply_seq[message_id])
 
     def _append(self, **fields: Any) -> ChatMessage:
-        message = ChatMessage(seq=len(self._messages) + 1, **fields)
-        self._messages.append(message)
-        return message
+        return self._transcript.append(**fields)
 
     def _restore(self, carried: CarriedState) -> None:
         # Limits come from this run's input: a resumed session gets the deployment's current ones.
@@ -723,9 +900,15 @@ class ChatSessionWorkflow:
             update={
                 "max_turns_per_run": self._config.max_turns_per_run,
                 "max_messages": self._config.max_messages,
+                "carry_max_chars": self._config.carry_max_chars,
             }
         )
-        self._messages = list(carried.messages)
+        self._transcript = Transcript(
+            carried.messages,
+            last_seq=carried.message_count if carried.message_count is not None else 0,
+        )
+        self._archive = list(carried.archive)
+        self._reply_seq.update(carried.answered)
         self._queue = deque(carried.queue)
         self._turns = carried.turns
         self._usage = carried.usage
@@ -733,16 +916,38 @@ class ChatSessionWorkflow:
         self._last_activity = max(carried.last_activity_at, self._last_activity)
         self._runs = carried.runs
         self._summary = carried.summary
-        for message in self._messages:
+        for message in self._transcript:
             if message.role == "user":
                 self._user_seq[message.id] = message.seq
             elif message.reply_to is not None:
                 self._reply_seq[message.reply_to] = message.seq
 
     def _carry(self) -> CarriedState:
+        """What the next run needs: the messages the summary does not cover (capped), and
+        where the others are. Also the `snapshot` query's answer, so it must not change state."""
+        held = self._transcript
+        tail = held.tail(
+            self._summary.upto_seq if self._summary else 0,
+            min(self._config.carry_max_chars, CARRY_MAX_CHARS),
+        )
+        first_kept = tail[0].seq if tail else held.last_seq + 1
+        archive = list(self._archive)
+        if len(held) and held.first_seq < first_kept:
+            archive.append(
+                ArchivedRun(
+                    run_id=workflow.info().run_id,
+                    first_seq=held.first_seq,
+                    last_seq=held.last_seq,
+                )
+            )
+        answered = {
+            message_id: seq
+            for message_id, seq in self._reply_seq.items()
+            if self._user_seq.get(message_id, 0) < first_kept
+        }
         return CarriedState(
             config=self._config,
-            messages=self._messages,
+            messages=tail,
             queue=list(self._queue),
             turns=self._turns,
             usage=self._usage,
@@ -750,6 +955,9 @@ class ChatSessionWorkflow:
             last_activity_at=self._last_activity,
             runs=self._runs,
             summary=self._summary,
+            message_count=held.last_seq,
+            archive=archive,
+            answered=dict(list(answered.items())[-MAX_ANSWERED_IDS:]),
         )
 
     def _pending_calls(self) -> list[RecordedToolCall]:
@@ -800,6 +1008,7 @@ class ChatSessionWorkflow:
         return (
             workflow.info().is_continue_as_new_suggested()
             or self._turns_this_run >= self._config.max_turns_per_run
+            or self._imported_chars >= IMPORT_CHARS_PER_RUN
         )
 
     def _expires_at(self) -> datetime:
@@ -818,7 +1027,7 @@ class ChatSessionWorkflow:
             system_prompt=self._config.system_prompt,
             inactivity_timeout_seconds=self._config.inactivity_timeout_seconds,
             turns=self._turns,
-            messages=len(self._messages),
+            messages=self._transcript.last_seq,
             queued=len(self._queue),
             created_at=self._created_at,
             last_activity_at=self._last_activity,
@@ -828,6 +1037,8 @@ class ChatSessionWorkflow:
             tools=self._config.tools,
             pending_approvals=self._pending_approvals(),
             max_messages=self._config.max_messages,
+            summary=self._summary,
+            last_turn_usage=self._last_turn_usage,
         )
 
     def _details(self) -> str:

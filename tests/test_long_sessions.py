@@ -1,0 +1,132 @@
+"""Long conversations on the time-skipping server: bounded runs, paging across them, resends
+of long-answered messages, compaction (issue 5).
+
+The scripted provider answers `echo: <message>`, so every reply names the message it answers.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from common.ids import workflow_id
+from tests.conftest import scripted_settings, terminate_sessions
+from tests.test_session_workflow import OWNER, Harness, assert_turns_in_order
+from worker.build import build_worker
+from workflows.messages import (
+    CarriedState,
+    ChatMessage,
+    ImportBatch,
+    ImportDone,
+    SendMessage,
+    SessionConfig,
+    SessionStatus,
+)
+
+
+@pytest.fixture
+async def ts(ts_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harness]:
+    settings = scripted_settings(task_queue)
+    async with build_worker(ts_env.client, settings):
+        from api.service import SessionService
+
+        harness = Harness(ts_env, SessionService(ts_env.client, settings))
+        yield harness
+        await terminate_sessions(ts_env, OWNER, harness.created)
+
+
+async def read_all(ts: Harness, session_id: str, limit: int) -> list[ChatMessage]:
+    """The whole conversation through the gateway's paging, as a client reads it."""
+    messages: list[ChatMessage] = []
+    after: int | None = 0
+    while after is not None:
+        page = await ts.service.history(OWNER, session_id, after, limit)
+        messages.extend(page.messages)
+        after = page.next
+    return messages
+
+
+async def test_runs_carry_a_bounded_tail_and_paging_reads_every_run(ts: Harness) -> None:
+    # 400-character messages, at most 1,000 characters carried: each run hands on ~2 messages.
+    session_id = await ts.create(max_turns_per_run=2, carry_max_chars=1_000, compaction=False)
+    texts = [f"{i:03d} " + "x" * 396 for i in range(7)]
+    for i, text in enumerate(texts):
+        await ts.say(session_id, text, message_id=f"m{i}")
+    history = await read_all(ts, session_id, limit=3)
+    assert [m.content for m in history if m.role == "user"] == texts
+    assert_turns_in_order(history)
+    status = await ts.service.status(OWNER, session_id)
+    assert (status.messages, status.turns) == (14, 7)
+    assert status.runs == 1  # `runs` counts resumes; continue-as-new keeps it
+    # The current run holds only a tail; the start of the conversation is in closed runs.
+    handle = ts.env.client.get_workflow_handle(workflow_id(OWNER, session_id))
+    carried = await handle.query("snapshot", result_type=CarriedState)
+    assert carried.message_count == 14
+    assert 0 < len(carried.messages) <= 4 and carried.messages[-1].seq == 14
+    oldest = carried.archive[0]
+    assert (oldest.first_seq, oldest.last_seq) == (1, 4)
+    assert carried.archive[-1].last_seq >= carried.messages[0].seq - 1
+    # Every page size gives the same conversation.
+    for limit in (1, 2, 5, 500):
+        assert await read_all(ts, session_id, limit) == history
+
+
+async def test_a_resend_answered_runs_ago_gets_its_reply(ts: Harness) -> None:
+    session_id = await ts.create(max_turns_per_run=1, carry_max_chars=1_000, compaction=False)
+    first = await ts.say(session_id, "first " + "y" * 600, message_id="first")
+    for i in range(4):
+        await ts.say(session_id, f"later {i} " + "z" * 600)
+    again = await ts.say(session_id, "first " + "y" * 600, message_id="first")
+    assert again == first
+    lookup = await ts.service.reply(OWNER, session_id, "first")
+    assert lookup.state == "done" and lookup.reply == first
+    assert (await ts.service.status(OWNER, session_id)).turns == 5
+
+
+async def test_an_expired_long_session_resumes_and_pages_end_to_end(ts: Harness) -> None:
+    session_id = await ts.create(
+        max_turns_per_run=2, carry_max_chars=1_000, compaction=False, inactivity_timeout_seconds=60
+    )
+    for i in range(5):
+        await ts.say(session_id, f"{i} " + "w" * 500, message_id=f"a{i}")
+    await ts.env.sleep(timedelta(seconds=120))
+    assert (await ts.result(session_id)).status == "expired"
+    await ts.say(session_id, "back again", message_id="back")
+    history = await read_all(ts, session_id, limit=4)
+    assert [m.id for m in history if m.role == "user"] == [f"a{i}" for i in range(5)] + ["back"]
+    assert_turns_in_order(history)
+
+
+async def test_signals_during_continue_as_new_with_a_tail_are_all_answered(ts: Harness) -> None:
+    session_id = await ts.create(max_turns_per_run=1, carry_max_chars=1_000, compaction=False)
+    for i in range(6):
+        msg = SendMessage(message_id=f"s{i}", content=f"{i} " + "v" * 450)
+        await ts.service.send(OWNER, session_id, msg)
+    await ts.say(session_id, "last", message_id=f"u{uuid.uuid4().hex[:6]}")
+    history = await read_all(ts, session_id, limit=50)
+    assert [m.id for m in history if m.role == "user"][:6] == [f"s{i}" for i in range(6)]
+    assert_turns_in_order(history)
+
+
+async def test_an_import_lands_across_runs_and_then_takes_messages(ts: Harness) -> None:
+    source = await ts.create(max_turns_per_run=3, carry_max_chars=1_000, compaction=False)
+    for i in range(5):
+        await ts.say(source, f"{i} " + "q" * 300, message_id=f"q{i}")
+    exported = await read_all(ts, source, limit=500)
+    copy = uuid.uuid4().hex[:12]
+    ts.created.append(copy)
+    config = SessionConfig(model="scripted/echo", carry_max_chars=1_000, compaction=False)
+    await ts.service.create(OWNER, copy, config, importing=True)
+    handle = ts.env.client.get_workflow_handle(workflow_id(OWNER, copy))
+    for start in range(0, len(exported), 3):
+        batch = ImportBatch(messages=exported[start : start + 3])
+        await handle.execute_update("import_messages", batch, result_type=SessionStatus)
+        await handle.execute_update("import_messages", batch, result_type=SessionStatus)  # resend
+    done = await handle.execute_update("finish_import", ImportDone(), result_type=SessionStatus)
+    assert (done.messages, done.turns) == (10, 5)
+    await ts.say(copy, "after import", message_id="after")
+    history = await read_all(ts, copy, limit=4)
+    assert history[:10] == exported
+    assert_turns_in_order(history)
