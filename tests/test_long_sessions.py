@@ -7,6 +7,7 @@ The scripted provider answers `echo: <message>`, so every reply names the messag
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -130,3 +131,62 @@ async def test_an_import_lands_across_runs_and_then_takes_messages(ts: Harness) 
     history = await read_all(ts, copy, limit=4)
     assert history[:10] == exported
     assert_turns_in_order(history)
+
+
+PAYLOAD_WARNING_BYTES = 512 * 1024
+
+
+async def run_histories(env: WorkflowEnvironment, wf_id: str, first_run: str) -> list[Any]:
+    """Every run of a session, oldest first, by following continue-as-new."""
+    histories = []
+    run_id: str | None = first_run
+    while run_id:
+        history = await env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        attrs = last.workflow_execution_continued_as_new_event_attributes
+        run_id = (
+            attrs.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    return histories
+
+
+@pytest.mark.slow
+async def test_a_thousand_turns_of_2kb_messages(ts: Harness) -> None:
+    """The issue's long session: 1,000 turns, 2 KB messages, default run and carry limits."""
+    session_id = await ts.create()
+    wf_id = workflow_id(OWNER, session_id)
+    first_run = (await ts.env.client.get_workflow_handle(wf_id).describe()).run_id
+    texts = [f"{i:04d} " + ("lorem ipsum " * 171)[:2043] for i in range(1000)]
+    for i, text in enumerate(texts):
+        await ts.say(session_id, text, message_id=f"t{i}")
+    status = await ts.service.status(OWNER, session_id)
+    assert (status.turns, status.messages) == (1000, 2000)
+
+    histories = await run_histories(ts.env, wf_id, first_run)
+    assert len(histories) >= 4  # 250 turns per run by default
+    for history in histories:
+        # Far below the server's limits: no history warning (10,240 events / 10 MB) and no
+        # continue-as-new suggestion pressure (4,096 events / 4 MB), no payload warning.
+        assert len(history.events) < 4_096
+        assert sum(e.ByteSize() for e in history.events) < 4 * 1024 * 1024
+        assert max(e.ByteSize() for e in history.events) < PAYLOAD_WARNING_BYTES
+
+    everything = await read_all(ts, session_id, limit=500)
+    assert [m.content for m in everything if m.role == "user"] == texts
+    assert_turns_in_order(everything)
+
+    # Export and re-import: the copy reads the same, end to end.
+    copy = uuid.uuid4().hex[:12]
+    ts.created.append(copy)
+    await ts.service.create(OWNER, copy, SessionConfig(model="scripted/echo"), importing=True)
+    handle = ts.env.client.get_workflow_handle(workflow_id(OWNER, copy))
+    for start in range(0, len(everything), 100):
+        batch = ImportBatch(messages=everything[start : start + 100])
+        await handle.execute_update("import_messages", batch, result_type=SessionStatus)
+    await handle.execute_update(
+        "finish_import", ImportDone(usage=status.usage), result_type=SessionStatus
+    )
+    assert await read_all(ts, copy, limit=500) == everything
