@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption lock record-histories browser clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption bench-long lock record-histories browser clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-tools: install
 
 bench-stream: install
 	$(BIN)/python -m bench.streaming
+
+bench-long: install
+	$(BIN)/python -m bench.long
 
 bench-encryption: install
 	$(BIN)/python -m bench.encryption
