@@ -27,6 +27,7 @@ from workflows.session import (
     SESSION_BUSY,
     SESSION_FULL,
     TOOL_CALL_DECIDED,
+    TURN_IN_PROGRESS,
     UNKNOWN_TOOL_CALL,
 )
 
@@ -35,6 +36,7 @@ log = logging.getLogger("api.errors")
 APPLICATION_ERROR_STATUS = {
     INVALID_MESSAGE: 422,
     SESSION_BUSY: 429,
+    TURN_IN_PROGRESS: 409,  # busy_policy "reject": the session answers one message at a time
     UNKNOWN_TOOL_CALL: 404,
     TOOL_CALL_DECIDED: 409,
     SESSION_FULL: 409,  # the session holds all the messages it may: a new session would not

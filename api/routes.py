@@ -88,6 +88,7 @@ async def create_session(
         system_prompt=body.system_prompt,
         inactivity_timeout_seconds=check_timeout(settings, body.inactivity_timeout_seconds),
         tools=check_tools(settings, tools, body.tools),
+        busy_policy=body.busy_policy,
     )
     session_id = body.session_id or new_id()
     await service.create(user, session_id, config)

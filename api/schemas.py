@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.ids import ID_PATTERN
 from tools.registry import ToolDefinition
-from workflows.messages import ChatMessage, SessionState
+from workflows.messages import BusyPolicy, ChatMessage, SessionState
 
 
 class CreateSession(BaseModel):
@@ -51,6 +51,12 @@ class CreateSession(BaseModel):
         default_factory=list,
         description="Names of tools the model may call (see `GET /v1/tools`).",
         max_length=256,
+    )
+    busy_policy: BusyPolicy = Field(
+        default="queue",
+        description="A message sent while a reply is being generated is queued (answered "
+        "next), rejected with 409, or interrupts the generation (the unfinished reply is "
+        "recorded with an error saying so; the new message is answered next).",
     )
 
 

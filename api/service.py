@@ -58,7 +58,12 @@ from workflows.messages import (
     TurnView,
     TurnViewRequest,
 )
-from workflows.session import LOADING_MESSAGE, ChatSessionWorkflow, session_full_message
+from workflows.session import (
+    LOADING_MESSAGE,
+    TURN_IN_PROGRESS_MESSAGE,
+    ChatSessionWorkflow,
+    session_full_message,
+)
 
 log = logging.getLogger("api.service")
 
@@ -189,8 +194,7 @@ class SessionService:
     async def send(self, owner: str, session_id: str, msg: SendMessage) -> None:
         """By signal: durable once this returns; the reply is fetched later."""
         handle = await self._existing(owner, session_id)
-        if self._settings.max_messages_per_session is not None:
-            await self._check_room(handle, msg)
+        await self._check_room(handle, msg)
         await self._signal(handle, owner, session_id, await self._admit(owner, session_id, msg))
 
     async def _signal(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> None:
@@ -236,9 +240,17 @@ class SessionService:
         return msg
 
     async def _check_room(self, handle: Handle, msg: SendMessage) -> None:
-        """A signal has no validator: refuse a message past the session's limit here (a
-        message racing past this check is dropped by the workflow, which logs it)."""
+        """A signal has no validator: refuse here a message past the session's limit (one
+        racing past this check is dropped by the workflow, which logs it) or, under busy_policy
+        reject, one sent while a turn runs (one racing past this check is queued)."""
         status = await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        busy = status.status in ("working", "awaiting_approval") or status.queued > 0
+        if status.busy_policy == "reject" and busy:
+            known = await handle.query(
+                ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+            )
+            if known.state == "unknown":
+                raise ApiError(409, TURN_IN_PROGRESS_MESSAGE)
         # A closed session takes the current setting when this message resumes it.
         live = status.status in _LIVE_STATES
         limit = status.max_messages if live else self._settings.max_messages_per_session

@@ -4,14 +4,19 @@ of long-answered messages, compaction (issue 5).
 The scripted provider answers `echo: <message>`, so every reply names the message it answers.
 """
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from api.errors import ApiError
 from common.ids import workflow_id
 from tests.conftest import scripted_settings, terminate_sessions
 from tests.test_session_workflow import OWNER, Harness, assert_turns_in_order
@@ -190,3 +195,51 @@ async def test_a_thousand_turns_of_2kb_messages(ts: Harness) -> None:
         "finish_import", ImportDone(usage=status.usage), result_type=SessionStatus
     )
     assert await read_all(ts, copy, limit=500) == everything
+
+
+async def test_busy_policy_reject_refuses_a_message_during_a_turn(ts: Harness) -> None:
+    session_id = await ts.create(busy_policy="reject")
+    await ts.service.send(
+        OWNER, session_id, SendMessage(message_id="slow", content="[[delay=3]] a")
+    )
+    await wait_for_state(ts, session_id, "working")
+    with pytest.raises(ApiError) as refused:
+        await ts.service.send(OWNER, session_id, SendMessage(message_id="b", content="b"))
+    assert refused.value.status == 409
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await ts.say(session_id, "c", message_id="c")
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "TurnInProgress"
+    # A resend of the running message is not a new one.
+    await ts.service.send(
+        OWNER, session_id, SendMessage(message_id="slow", content="[[delay=3]] a")
+    )
+    await wait_for_state(ts, session_id, "active")
+    assert (await ts.say(session_id, "after", message_id="after")).content == "echo: after"
+    history = await read_all(ts, session_id, limit=50)
+    assert [m.id for m in history if m.role == "user"] == ["slow", "after"]
+
+
+async def test_busy_policy_interrupt_cancels_the_running_generation(ts: Harness) -> None:
+    session_id = await ts.create(busy_policy="interrupt")
+    await ts.service.send(
+        OWNER, session_id, SendMessage(message_id="long", content="[[delay=30]] a")
+    )
+    await wait_for_state(ts, session_id, "working")
+    started = time.monotonic()
+    answer = await ts.say(session_id, "stop that", message_id="stop")
+    assert answer.content == "echo: stop that"
+    assert time.monotonic() - started < 15  # the 30 s generation was cancelled, not awaited
+    history = await read_all(ts, session_id, limit=50)
+    first = history[1]
+    assert first.reply_to == "long" and first.error is not None
+    assert "Interrupted by message 'stop'" in first.error
+    assert [(m.id, m.turn) for m in history[2:]] == [("stop", 2), ("stop.reply", 2)]
+
+
+async def wait_for_state(ts: Harness, session_id: str, state: str) -> None:
+    for _ in range(400):
+        if (await ts.service.status(OWNER, session_id)).status == state:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the session never became {state}")

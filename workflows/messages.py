@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 Role = Literal["system", "user", "assistant", "tool"]
+BusyPolicy = Literal["queue", "reject", "interrupt"]
 SessionState = Literal["active", "working", "awaiting_approval", "expired", "ended"]
 ApprovalState = Literal["pending", "approved", "denied", "timed_out"]
 
@@ -119,6 +120,12 @@ class SessionConfig(BaseModel):
         default=None,
         description="User messages the session accepts in its whole life; null: no limit. "
         "Set at creation and again whenever the session resumes.",
+    )
+    busy_policy: BusyPolicy = Field(
+        default="queue",
+        description="A message arriving while a reply is being generated: `queue` it (answered "
+        "next), `reject` it (409), or `interrupt` the generation (the running reply is recorded "
+        "as interrupted and the new message is answered next).",
     )
     carry_max_chars: int = Field(
         default=200_000,
@@ -484,6 +491,7 @@ class SessionStatus(BaseModel):
     max_messages: int | None = Field(
         default=None, description="User messages the session accepts; null: no limit."
     )
+    busy_policy: BusyPolicy = "queue"
     summary: Summary | None = Field(
         default=None,
         description="The running summary that stands in for messages up to its `upto_seq` "

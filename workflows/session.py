@@ -103,6 +103,11 @@ SESSION_BUSY = "SessionBusy"
 UNKNOWN_TOOL_CALL = "UnknownToolCall"
 TOOL_CALL_DECIDED = "ToolCallDecided"
 SESSION_FULL = "SessionFull"
+TURN_IN_PROGRESS = "TurnInProgress"
+TURN_IN_PROGRESS_MESSAGE = (
+    "a reply is being generated and this session takes one message at a time "
+    "(busy_policy reject); send again once it is answered"
+)
 # Raised by queries while a resumed run loads its history: until then its state reads as empty.
 SESSION_LOADING = "SessionLoading"
 LOADING_MESSAGE = "the session is loading its history; retry in a moment"
@@ -157,6 +162,8 @@ class ChatSessionWorkflow:
         self._approval_calls: dict[str, RecordedToolCall] = {}  # this turn's, by call id
         self._approval_wait: _ApprovalWait | None = None  # set while the turn waits for them
         self._model_step: int | None = None  # the step of this turn whose model call runs
+        self._model_call: workflow.ActivityHandle[LLMTurnResult] | None = None
+        self._interrupted_by: str | None = None  # the message that cancelled this turn's call
         self._summary: Summary | None = None  # compaction's summary of the older messages
         self._compact_upto: int | None = None  # set when messages up to it should be summarised
         self._no_compaction_before = 0  # the turn after which compaction may be tried again
@@ -304,6 +311,13 @@ class ChatSessionWorkflow:
             try:
                 result = await self._call_model(item, turn, user, step)
             except ActivityError as err:
+                if self._interrupted_by is not None:
+                    error = (
+                        f"Interrupted by message {self._interrupted_by!r} before the reply "
+                        "was done."
+                    )
+                    self._interrupted_by = None
+                    return _TurnOutcome("", model, usage, error)
                 return _TurnOutcome("", model, usage, _describe_failure(err))
             model = result.model
             self._note_context(result)
@@ -346,7 +360,7 @@ class ChatSessionWorkflow:
         previous: ChatMessage | None,
     ) -> LLMTurnResult:
         first = step == 1
-        result: LLMTurnResult = await workflow.execute_activity(
+        self._model_call = workflow.start_activity(
             "generate_reply",
             LLMTurnInput(
                 workflow_id=workflow.info().workflow_id,
@@ -375,7 +389,10 @@ class ChatSessionWorkflow:
                 + f" · {self._usage.total_tokens} tokens so far"
             ),
         )
-        return result
+        try:
+            return await self._model_call
+        finally:
+            self._model_call = None
 
     def _note_context(self, result: LLMTurnResult) -> None:
         """Ask for compaction once enough messages have fallen out of the prompt unsummarised."""
@@ -583,6 +600,12 @@ class ChatSessionWorkflow:
         problem = self._problem_with(msg)
         if problem is not None:
             raise ApplicationError(problem, type=INVALID_MESSAGE, non_retryable=True)
+        if self._rejects(msg):
+            raise ApplicationError(
+                TURN_IN_PROGRESS_MESSAGE,
+                type=TURN_IN_PROGRESS,
+                non_retryable=True,
+            )
         if self._importing:
             raise ApplicationError(
                 "this session is still being imported; send messages once it is done",
@@ -718,6 +741,9 @@ class ChatSessionWorkflow:
     def _accept(self, msg: SendMessage) -> None:
         if self._known(msg.message_id):
             return
+        if self._config.busy_policy == "interrupt" and self._model_call is not None:
+            self._interrupted_by = msg.message_id
+            self._model_call.cancel()
         self._queue.append(
             QueuedMessage(
                 message_id=msg.message_id,
@@ -729,6 +755,11 @@ class ChatSessionWorkflow:
         self._last_activity = workflow.now()
         if self._state in ("expired", "ended"):
             self._set_state("active")
+
+    def _rejects(self, msg: SendMessage) -> bool:
+        """busy_policy "reject": a new message while a turn runs or waits is refused."""
+        busy = self._state in ("working", "awaiting_approval") or bool(self._queue)
+        return self._config.busy_policy == "reject" and busy and not self._known(msg.message_id)
 
     def _known(self, message_id: str) -> bool:
         return (
@@ -1037,6 +1068,7 @@ class ChatSessionWorkflow:
             tools=self._config.tools,
             pending_approvals=self._pending_approvals(),
             max_messages=self._config.max_messages,
+            busy_policy=self._config.busy_policy,
             summary=self._summary,
             last_turn_usage=self._last_turn_usage,
         )
