@@ -1,23 +1,31 @@
-# The worker and gateway image: the same locked environment `make install` builds.
-FROM python:3.11-slim AS build
+# The worker and gateway image: the environment the README's commands build (`make install`:
+# requirements.lock with --require-hashes, Python 3.11), plus the code the processes import.
+ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.lock Makefile ./
+# llama-cpp-python is compiled here: for any x86-64 CPU with AVX2, not only the build machine's.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
 RUN make install PY=python3.11
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/* && useradd --create-home chat
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin chat
 WORKDIR /app
+# The same path as in the build stage: a virtualenv's scripts name their interpreter by path.
 COPY --from=build /app/.venv /app/.venv
 COPY common ./common
 COPY workflows ./workflows
 COPY activities ./activities
+COPY tools ./tools
 COPY api ./api
 COPY worker ./worker
 COPY cli ./cli
-USER chat
+USER 10001:10001
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1
-# `python -m worker` or `python -m api`, chosen by docker-compose.
+# docker-compose.yml picks `python -m worker` (both worker roles) or `python -m api`.
 CMD ["python", "-m", "worker"]
