@@ -65,6 +65,10 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "default_inactivity_timeout_seconds": ("default", (GATEWAY,)),
     "max_inactivity_timeout_seconds": ("default", (GATEWAY,)),
     "max_turns_per_run": ("default", (GATEWAY,)),  # the workflow gets it in its input
+    "carry_max_chars": ("default", (GATEWAY,)),  # in each session's config
+    "compaction_enabled": ("default", (GATEWAY,)),
+    "compaction_model": ("default", (GATEWAY,)),
+    "compaction_threshold": ("default", (GATEWAY,)),
     "temporal_ui_url": ("operator", (GATEWAY,)),  # the UI as browsers reach it
     "max_messages_per_session": ("operator", (GATEWAY,)),
     "max_sessions_per_user": ("operator", (GATEWAY,)),
