@@ -1,6 +1,6 @@
 """The `/v1` routes. Each one checks its input, then makes one call to the session service."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
@@ -8,6 +8,8 @@ from fastapi.responses import StreamingResponse
 from api.auth import CurrentUser
 from api.deps import ServiceDep, SettingsDep, StreamsDep, ToolsDep
 from api.errors import ApiError
+from api.export import batches, fork_end, json_export, markdown_export
+from api.export import messages as export_messages
 from api.limits import (
     check_content,
     check_model,
@@ -18,6 +20,7 @@ from api.limits import (
 from api.schemas import (
     CreateSession,
     ErrorBody,
+    ForkSession,
     MessagePage,
     MessagePending,
     MessageReply,
@@ -32,11 +35,13 @@ from api.session_config import session_config
 from api.streaming import resume_point
 from common.ids import is_valid_id, new_id
 from workflows.messages import (
+    ImportDone,
     RecordedToolCall,
     SendMessage,
     SessionStatus,
     ToolDecision,
     TurnViewRequest,
+    Usage,
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -117,6 +122,85 @@ async def get_session(session_id: str, user: CurrentUser, service: ServiceDep) -
     """Status: active / working / expired / ended, turns, last activity, token usage."""
     _check_id(session_id)
     return await service.status(user, session_id)
+
+
+@router.get(
+    "/sessions/{session_id}/export",
+    tags=["sessions"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/json": {}, "text/markdown": {}},
+            "description": "The whole conversation, across runs: JSON (every stored field, "
+            "versioned) or Markdown.",
+        }
+    },
+)
+async def export_session(
+    session_id: str,
+    user: CurrentUser,
+    service: ServiceDep,
+    format: Annotated[Literal["json", "markdown"], Query()] = "json",
+) -> StreamingResponse:
+    """Download the session, streamed a page at a time."""
+    _check_id(session_id)
+    current = await service.status(user, session_id)
+    if format == "markdown":
+        body, media, ext = (
+            markdown_export(service, user, session_id, current),
+            "text/markdown",
+            "md",
+        )
+    else:
+        body, media, ext = (
+            json_export(service, user, session_id, current),
+            "application/json",
+            "json",
+        )
+    disposition = f'attachment; filename="session-{session_id}.{ext}"'
+    return StreamingResponse(body, media_type=media, headers={"Content-Disposition": disposition})
+
+
+@router.post("/sessions/{session_id}/fork", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+async def fork_session(
+    session_id: str,
+    body: ForkSession,
+    user: CurrentUser,
+    service: ServiceDep,
+    settings: SettingsDep,
+) -> SessionCreated:
+    """A new session with this one's settings and its conversation up to a message."""
+    _check_id(session_id)
+    source = await service.status(user, session_id)
+    if body.upto_seq > source.messages:
+        raise ApiError(404, f"no message {body.upto_seq} in this session")
+    history = [m async for m in export_messages(service, user, session_id)]
+    end = fork_end(history, body.upto_seq)
+    kept = [m for m in history if m.seq <= end]
+    config = session_config(
+        settings,
+        source.model,
+        system_prompt=source.system_prompt,
+        inactivity_timeout_seconds=source.inactivity_timeout_seconds,
+        tools=source.tools,
+        busy_policy=source.busy_policy,
+    )
+    summary = source.summary if source.summary and source.summary.upto_seq <= end else None
+    usage = Usage()
+    for message in kept:
+        usage = usage.plus(message.usage) if message.usage else usage
+    new_id_ = body.session_id or new_id()
+    await service.import_session(
+        user, new_id_, config, batches(kept), ImportDone(summary=summary, usage=usage)
+    )
+    return SessionCreated(
+        session_id=new_id_,
+        model=config.model,
+        system_prompt=config.system_prompt,
+        inactivity_timeout_seconds=config.inactivity_timeout_seconds,
+        tools=config.tools,
+        temporal_ui_url=service.ui_url(user, new_id_),
+    )
 
 
 @router.delete("/sessions/{session_id}", tags=["sessions"])

@@ -69,6 +69,19 @@ class SessionCreated(BaseModel):
     temporal_ui_url: str = Field(description="This session in the Temporal Web UI.")
 
 
+class ForkSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upto_seq: int = Field(
+        ge=1,
+        description="The fork holds the conversation through the end of this message's turn "
+        "(its reply and any tool steps), so it never ends mid-turn.",
+    )
+    session_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="The new session's id; random if omitted."
+    )
+
+
 class PostMessage(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -8,6 +8,7 @@ api/quotas.py) comes first; with none set, none.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from workflows.messages import (
     ChatMessage,
     HistoryPage,
     HistoryRequest,
+    ImportBatch,
+    ImportDone,
     RecordedToolCall,
     Reply,
     ReplyLookup,
@@ -129,6 +132,33 @@ class SessionService:
                 409, f"session {session_id!r} already exists; send it a message to continue it"
             ) from err
         self._remember(wf_id, config.model)
+
+    async def import_session(
+        self,
+        owner: str,
+        session_id: str,
+        config: SessionConfig,
+        batches: list[ImportBatch],
+        done: ImportDone,
+    ) -> SessionStatus:
+        """A new session holding the given messages; it takes new ones once all are in.
+
+        Each batch is an update the workflow de-duplicates, so a retried one is harmless;
+        if the import fails midway the half-filled session is terminated, never left open.
+        """
+        await self.create(owner, session_id, config, importing=True)
+        handle = self._client.get_workflow_handle(workflow_id(owner, session_id))
+        try:
+            for batch in batches:
+                await handle.execute_update("import_messages", batch, result_type=SessionStatus)
+            status: SessionStatus = await handle.execute_update(
+                "finish_import", done, result_type=SessionStatus
+            )
+            return status
+        except BaseException:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("import failed")
+            raise
 
     async def end(self, owner: str, session_id: str) -> SessionStatus:
         handle = await self._existing(owner, session_id)
