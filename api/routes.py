@@ -31,6 +31,7 @@ from api.schemas import (
     ToolCallDecision,
     ToolList,
 )
+from api.service import SessionService
 from api.session_config import session_config
 from api.streaming import resume_point
 from common.ids import is_valid_id, new_id
@@ -38,6 +39,7 @@ from workflows.messages import (
     ImportDone,
     RecordedToolCall,
     SendMessage,
+    SessionConfig,
     SessionStatus,
     ToolDecision,
     TurnViewRequest,
@@ -97,6 +99,12 @@ async def create_session(
     )
     session_id = body.session_id or new_id()
     await service.create(user, session_id, config)
+    return _created(service, user, session_id, config)
+
+
+def _created(
+    service: SessionService, user: str, session_id: str, config: SessionConfig
+) -> SessionCreated:
     return SessionCreated(
         session_id=session_id,
         model=config.model,
@@ -189,18 +197,11 @@ async def fork_session(
     usage = Usage()
     for message in kept:
         usage = usage.plus(message.usage) if message.usage else usage
-    new_id_ = body.session_id or new_id()
+    fork_id = body.session_id or new_id()
     await service.import_session(
-        user, new_id_, config, batches(kept), ImportDone(summary=summary, usage=usage)
+        user, fork_id, config, batches(kept), ImportDone(summary=summary, usage=usage)
     )
-    return SessionCreated(
-        session_id=new_id_,
-        model=config.model,
-        system_prompt=config.system_prompt,
-        inactivity_timeout_seconds=config.inactivity_timeout_seconds,
-        tools=config.tools,
-        temporal_ui_url=service.ui_url(user, new_id_),
-    )
+    return _created(service, user, fork_id, config)
 
 
 @router.delete("/sessions/{session_id}", tags=["sessions"])
