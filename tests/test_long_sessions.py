@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.errors import ApiError
 from common.ids import workflow_id
-from tests.conftest import scripted_settings, terminate_sessions
+from tests.conftest import scripted_settings, terminate_sessions, time_skipping_env
 from tests.test_session_workflow import OWNER, Harness, assert_turns_in_order
 from worker.build import build_worker
 from workflows.messages import (
@@ -32,8 +32,17 @@ from workflows.messages import (
 )
 
 
+@pytest.fixture(scope="module")
+async def long_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Its own server: cancelled slow calls and long runs here must not stall time skipping
+    for the modules after it."""
+    async for env in time_skipping_env():
+        yield env
+
+
 @pytest.fixture
-async def ts(ts_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harness]:
+async def ts(long_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harness]:
+    ts_env = long_env
     settings = scripted_settings(task_queue)
     async with build_worker(ts_env.client, settings):
         from api.service import SessionService
