@@ -2,8 +2,13 @@
 
 The workflow asks for it between turns; the messages come by query (like a turn's context),
 so history records only the request and the summary. The summary is bounded, and the
-messages themselves stay in history: only prompts use the summary instead of them.
+messages themselves stay in history: only prompts use the summary instead of them. When the
+summarising model's window holds only the older part of the messages asked for, it
+summarises that part and says where it stopped; the next compaction takes the rest.
 """
+
+import asyncio
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.client import Client
@@ -11,7 +16,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
+from activities.prompt_window import MESSAGE_OVERHEAD_TOKENS, CountsTokens
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
+from activities.providers.base import CHARS_PER_TOKEN
+from common.settings import Settings
 from workflows.messages import (
     CompactionRequest,
     CompactionSource,
@@ -27,6 +35,25 @@ INSTRUCTIONS = (
     "numbers, dates, preferences, decisions) and what remains open. Write plain prose, at "
     f"most {SUMMARY_MAX_TOKENS // 2} words, and nothing but the summary."
 )
+
+
+def fit_source(
+    source: CompactionSource, budget: int, count: Callable[[str], int]
+) -> CompactionSource:
+    """The oldest of the source's messages whose transcript fits `budget` tokens (at least
+    one, cut short if it alone is too long)."""
+    used = count(transcript_text(source.model_copy(update={"messages": []})))
+    kept: list[ContextMessage] = []
+    for message in source.messages:
+        size = count(_line(message)) + MESSAGE_OVERHEAD_TOKENS
+        if used + size > budget:
+            if not kept:
+                room = max(budget - used, 1) * CHARS_PER_TOKEN // 2
+                kept.append(message.model_copy(update={"content": message.content[:room] + " …"}))
+            break
+        kept.append(message)
+        used += size
+    return source.model_copy(update={"messages": kept})
 
 
 def transcript_text(source: CompactionSource) -> str:
@@ -46,9 +73,10 @@ def _line(message: ContextMessage) -> str:
 
 
 class CompactionActivities:
-    def __init__(self, client: Client, providers: ProviderRegistry) -> None:
+    def __init__(self, client: Client, providers: ProviderRegistry, settings: Settings) -> None:
         self._client = client
         self._providers = providers
+        self._settings = settings
 
     @activity.defn(name="summarize_history")
     async def summarize_history(self, req: CompactionRequest) -> SummaryResult:
@@ -58,8 +86,8 @@ class CompactionActivities:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
         try:
             async with heartbeating():
-                source = await self._source(req)
                 provider = await self._providers.get(provider_name)
+                source = await self._fitted(await self._source(req), req.model, provider)
                 reply = await provider.complete(
                     ProviderRequest(
                         model=model_name,
@@ -72,9 +100,22 @@ class CompactionActivities:
                 )
         except ProviderError as err:
             raise provider_failure(err) from err
+        covered = next((m.seq for m in reversed(source.messages) if m.seq is not None), None)
         return SummaryResult(
-            text=reply.content.strip()[:SUMMARY_MAX_CHARS], model=req.model, usage=reply.usage
+            text=reply.content.strip()[:SUMMARY_MAX_CHARS],
+            model=req.model,
+            usage=reply.usage,
+            upto_seq=covered if covered is not None and covered < req.upto else None,
         )
+
+    async def _fitted(
+        self, source: CompactionSource, model: str, provider: object
+    ) -> CompactionSource:
+        context, _ = self._settings.window_for(model)
+        budget = context - SUMMARY_MAX_TOKENS - len(INSTRUCTIONS) // CHARS_PER_TOKEN
+        if isinstance(provider, CountsTokens):
+            return await asyncio.to_thread(fit_source, source, budget, provider.count_tokens)
+        return fit_source(source, budget, lambda text: len(text) // CHARS_PER_TOKEN + 1)
 
     async def _source(self, req: CompactionRequest) -> CompactionSource:
         from workflows.session import ChatSessionWorkflow

@@ -4,7 +4,8 @@ An entry for a run is used only if it ends exactly at the message before this tu
 message (same sequence number, same content digest): anything else (another worker ran the
 last turn, a retry produced a different reply, the worker restarted, a new run) misses, and
 the activity reads the context by query. A hit and a query give the same messages because
-both trim with `workflows.context.fit_context`.
+both trim with `workflows.context.fit_context`, by the characters the model's window could
+use; the activity then fits either to the model's tokens.
 
 After a tool round, the model's call request is in the entry and the results are in the
 `ToolResultCache` the tool activity filled on this worker; both must match the digests the
@@ -48,19 +49,17 @@ class _Entry:
 
 
 class ContextCache:
-    def __init__(
-        self, max_sessions: int, max_chars: int, results: ToolResultCache | None = None
-    ) -> None:
+    def __init__(self, max_sessions: int, results: ToolResultCache | None = None) -> None:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._max_sessions = max_sessions
-        self._max_chars = max_chars
         self._results = results or ToolResultCache(max_sessions)
 
-    def context_for(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
+    def context_for(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage] | None:
+        """The context the `llm_context` query would answer with `max_chars`, or None."""
         if turn.step > 1:
-            return self._after_tools(turn)
+            return self._after_tools(turn, max_chars)
+        user = ContextMessage(role="user", content=turn.user_message, seq=turn.upto_seq)
         if turn.upto_seq == 1:  # a session's first message: everything is in the input
-            user = ContextMessage(role="user", content=turn.user_message)
             if turn.system_prompt:
                 return [ContextMessage(role="system", content=turn.system_prompt), user]
             return [user]
@@ -73,11 +72,10 @@ class ContextCache:
         ):
             return None
         self._entries.move_to_end(turn.run_id)
-        user = ContextMessage(role="user", content=turn.user_message)
-        messages = fit_context([*entry.messages, user], self._max_chars)
+        messages = fit_context([*entry.messages, user], max_chars)
         return [*entry.head, *messages]
 
-    def _after_tools(self, turn: LLMTurnInput) -> list[ContextMessage] | None:
+    def _after_tools(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage] | None:
         entry = self._entries.get(turn.run_id)
         calls = entry.messages[-1].tool_calls if entry and entry.messages else []
         if (
@@ -89,13 +87,13 @@ class ContextCache:
         ):
             return None
         results = []
-        for call, expected in zip(calls, turn.result_digests, strict=True):
+        for index, (call, expected) in enumerate(zip(calls, turn.result_digests, strict=True)):
             result = self._results.get(turn.workflow_id, turn.turn, call.id)
             if result is None or digest(result.content) != expected:
                 return None
-            results.append(result)
+            results.append(result.model_copy(update={"seq": entry.last_seq + 1 + index}))
         self._entries.move_to_end(turn.run_id)
-        messages = fit_context([*entry.messages, *results], self._max_chars)
+        messages = fit_context([*entry.messages, *results], max_chars)
         return [*entry.head, *messages]
 
     def remember(
@@ -104,13 +102,17 @@ class ContextCache:
         context: list[ContextMessage],
         reply: str,
         calls: list[ToolCall] | None = None,
+        *,
+        max_chars: int,
     ) -> None:
-        """Record the context a call used plus its reply, which becomes message upto_seq + 1
-        (with the tool calls it asked for, if any)."""
+        """Record the context a call read (before token fitting) plus its reply, which
+        becomes message upto_seq + 1 (with the tool calls it asked for, if any)."""
         size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
         head, body = context[:size], context[size:]
-        answer = ContextMessage(role="assistant", content=reply, tool_calls=calls or [])
-        messages = fit_context([*body, answer], self._max_chars)
+        answer = ContextMessage(
+            role="assistant", content=reply, tool_calls=calls or [], seq=turn.upto_seq + 1
+        )
+        messages = fit_context([*body, answer], max_chars)
         self._entries[turn.run_id] = _Entry(
             turn.upto_seq + 1, digest(reply), head, messages, turn.summary_upto
         )

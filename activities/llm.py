@@ -1,17 +1,15 @@
-"""The LLM turn activity: reads the context by query, streams the provider, decides retries.
-
-Retry decisions are made here, once: 408/409/429/5xx and connection failures are retryable
-(Retry-After becomes the next retry delay), every other failure is not.
+"""The LLM turn activity: reads the context, fits it to the model's window, streams the
+provider, and decides retries once, at this boundary (activities/failures.py).
 """
-
-from datetime import timedelta
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.context_cache import ContextCache, ToolResultCache
+from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
+from activities.prompt_window import TokenCounts, Window
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from activities.providers.base import OnDelta
 from activities.stream_hub import LiveText, StreamHub
@@ -26,10 +24,6 @@ from workflows.messages import (
     ToolPolicy,
     ToolSpec,
 )
-
-# ApplicationError types, mapped to HTTP statuses by the gateway (api/errors.py).
-PROVIDER_ERROR = "ProviderError"
-BAD_MODEL = "BadModel"
 
 
 class LLMActivities:
@@ -49,9 +43,8 @@ class LLMActivities:
         self._providers = providers
         self._settings = settings
         self._tools = tools or ToolRegistry()
-        self._contexts = ContextCache(
-            settings.max_cached_workflows, settings.context_max_chars, results
-        )
+        self._contexts = ContextCache(settings.max_cached_workflows, results)
+        self._tokens = TokenCounts()
 
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
@@ -60,35 +53,40 @@ class LLMActivities:
         except ValueError as err:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
         attempt = activity.info().attempt
+        window = Window(*self._settings.window_for(turn.model))
+        read_chars = min(window.read_chars, self._settings.context_max_chars)
         live = self._hub.open((turn.workflow_id, turn.turn, turn.step, attempt))
         try:
             async with heartbeating():
-                context = self._contexts.context_for(turn) or await self._read_context(turn)
+                context = self._contexts.context_for(turn, read_chars)
+                if context is None:
+                    context = await self._read_context(turn, read_chars)
+                provider = await self._providers.get(provider_name)
+                prompt = await self._tokens.fit(turn.model, provider, context, window)
                 request = ProviderRequest(
                     model=model_name,
-                    messages=context,
-                    max_tokens=self._settings.max_output_tokens,
+                    messages=prompt.messages,
+                    max_tokens=window.output_tokens,
                     tools=self._tool_specs(turn.tools),
                 )
-                provider = await self._providers.get(provider_name)
                 reply = await provider.stream(request, _appender(live))
             live.finish(reply.content)
         except ProviderError as err:
             self._contexts.forget(turn)
-            raise ApplicationError(
-                err.message,
-                type=PROVIDER_ERROR,
-                non_retryable=not err.retryable,
-                next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
-            ) from err
+            raise provider_failure(err) from err
         finally:
             live.fail()  # a no-op once finished; otherwise readers learn this attempt ended
+        self._tokens.learn(turn.model, provider, prompt, reply.usage)
         calls = _unique_ids(reply.tool_calls, turn)
-        self._contexts.remember(turn, context, reply.content, calls)
+        self._contexts.remember(turn, context, reply.content, calls, max_chars=read_chars)
         return LLMTurnResult(
             content=reply.content,
             model=turn.model,
             usage=reply.usage,
+            context_from_seq=prompt.from_seq,
+            dropped_tokens=prompt.dropped_tokens,
+            prompt_budget=window.prompt_budget,
+            prompt_tokens=prompt.tokens,
             tool_calls=calls,
             tool_policies={call.name: self._policy(call.name) for call in calls},
             attempt=attempt,
@@ -102,14 +100,14 @@ class LLMActivities:
         item = self._tools.get(name)
         return item.policy() if item is not None else ToolPolicy()
 
-    async def _read_context(self, turn: LLMTurnInput) -> list[ContextMessage]:
+    async def _read_context(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage]:
         # Imported here: the workflow module is only needed for its query's name and types.
         from workflows.session import ChatSessionWorkflow
 
         handle = self._client.get_workflow_handle(turn.workflow_id, run_id=turn.run_id)
         return await handle.query(
             ChatSessionWorkflow.llm_context,
-            LLMContextRequest(upto_seq=turn.upto_seq, max_chars=self._settings.context_max_chars),
+            LLMContextRequest(upto_seq=turn.upto_seq, max_chars=max_chars),
         )
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.ids import is_valid_id
+from common.model_windows import ModelWindow, window_for
 from workflows.messages import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     DEFAULT_INACTIVITY_TIMEOUT_SECONDS,
@@ -104,8 +105,20 @@ class Settings(BaseSettings):
 
     # Models
     default_model: str = "local/smollm2"
-    context_max_chars: int = 24_000
-    max_output_tokens: int = 512
+    model_windows: dict[str, ModelWindow] = Field(
+        default_factory=dict,
+        description="Context size and reply reserve by model glob, over the built-in ones, e.g. "
+        '{"openai/my-model": {"context_tokens": 32768, "output_tokens": 1024}}.',
+    )
+    context_max_chars: int = Field(
+        default=400_000,
+        ge=1_000,
+        description="Characters of recent messages a worker reads for one prompt at most, "
+        "before fitting them to the model's tokens (bounds the context query and the cache).",
+    )
+    max_output_tokens: int = Field(
+        default=512, ge=16, description="Reply tokens kept back in a model's window by default."
+    )
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
@@ -237,6 +250,15 @@ class Settings(BaseSettings):
         if len(self.encryption_keys) > 1:
             raise ValueError("with several CHAT_ENCRYPTION_KEYS, set CHAT_ENCRYPTION_KEY_ID")
         return next(iter(self.encryption_keys))
+
+    def window_for(self, model: str) -> tuple[int, int]:
+        """(context tokens, reply tokens) of `model` (common/model_windows.py)."""
+        return window_for(
+            model,
+            self.model_windows,
+            local_context=self.local_context_tokens,
+            output_tokens=self.max_output_tokens,
+        )
 
     def available_providers(self) -> set[str]:
         """Providers this deployment can serve; a session may only name one of these."""

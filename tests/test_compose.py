@@ -75,6 +75,7 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "quota_messages_per_minute": ("operator", (GATEWAY,)),
     "quota_tokens_per_day": ("operator", (GATEWAY,)),
     "default_model": ("operator", (GATEWAY,)),
+    "model_windows": ("operator", (MODELS,)),  # models the built-in table lacks
     "context_max_chars": ("default", (MODELS,)),
     "max_output_tokens": ("default", (MODELS,)),
     # The gateway reads the provider settings too: a session may only name a provider that

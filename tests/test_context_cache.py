@@ -22,6 +22,11 @@ def turn_input(history: list[ContextMessage], user: str, run_id: str = "run") ->
     )
 
 
+def add(history: list[ContextMessage], message: ContextMessage) -> None:
+    """Append `message` as the session's next message, numbered as the workflow does."""
+    history.append(message.model_copy(update={"seq": len(history) + 1}))
+
+
 def queried(history: list[ContextMessage], max_chars: int) -> list[ContextMessage]:
     """What the workflow's llm_context query answers."""
     return [SYSTEM, *fit_context(history, max_chars)]
@@ -30,52 +35,54 @@ def queried(history: list[ContextMessage], max_chars: int) -> list[ContextMessag
 def test_cache_hits_match_the_query_over_a_long_random_conversation() -> None:
     rng = random.Random(7)
     max_chars = 300
-    cache = ContextCache(max_sessions=10, max_chars=max_chars)
+    cache = ContextCache(max_sessions=10)
     history: list[ContextMessage] = []
     hits = 0
     for _ in range(200):
         user = "u" * rng.randint(1, 120)
         turn = turn_input(history, user)
-        history.append(ContextMessage(role="user", content=user))
-        context = cache.context_for(turn)
+        add(history, ContextMessage(role="user", content=user))
+        context = cache.context_for(turn, max_chars)
         if context is None:
             context = queried(history, max_chars)
         else:
             hits += 1
         assert context == queried(history, max_chars)
         reply = "a" * rng.randint(1, 200)
-        cache.remember(turn, context, reply)
-        history.append(ContextMessage(role="assistant", content=reply))
+        cache.remember(turn, context, reply, max_chars=max_chars)
+        add(history, ContextMessage(role="assistant", content=reply))
     assert hits == 200  # not one turn needed the query
 
 
 def test_a_different_reply_in_history_is_a_miss() -> None:
-    cache = ContextCache(max_sessions=10, max_chars=1000)
+    cache = ContextCache(max_sessions=10)
     first = turn_input([], "hi")
-    cache.remember(first, [SYSTEM, ContextMessage(role="user", content="hi")], "reply A")
+    cache.remember(
+        first, [SYSTEM, ContextMessage(role="user", content="hi")], "reply A", max_chars=1000
+    )
     # A retry elsewhere produced "reply B", which is what history holds.
     history = [
         ContextMessage(role="user", content="hi"),
         ContextMessage(role="assistant", content="reply B"),
     ]
-    assert cache.context_for(turn_input(history, "next")) is None
+    assert cache.context_for(turn_input(history, "next"), 1000) is None
     history[1] = ContextMessage(role="assistant", content="reply A")
-    assert cache.context_for(turn_input(history, "next")) is not None
-    assert cache.context_for(turn_input(history, "next", run_id="other-run")) is None
+    assert cache.context_for(turn_input(history, "next"), 1000) is not None
+    assert cache.context_for(turn_input(history, "next", run_id="other-run"), 1000) is None
 
 
 def test_failures_and_gaps_miss_and_the_cache_is_bounded() -> None:
-    cache = ContextCache(max_sessions=2, max_chars=1000)
+    cache = ContextCache(max_sessions=2)
     base = [ContextMessage(role="user", content="x")]
     for run in ("r1", "r2", "r3"):
-        cache.remember(turn_input([], "x", run_id=run), base, "y")
+        cache.remember(turn_input([], "x", run_id=run), base, "y", max_chars=1000)
     history = [*base, ContextMessage(role="assistant", content="y")]
-    assert cache.context_for(turn_input(history, "z", run_id="r1")) is None  # evicted
-    assert cache.context_for(turn_input(history, "z", run_id="r3")) is not None
+    assert cache.context_for(turn_input(history, "z", run_id="r1"), 1000) is None  # evicted
+    assert cache.context_for(turn_input(history, "z", run_id="r3"), 1000) is not None
     cache.forget(turn_input(history, "z", run_id="r3"))
-    assert cache.context_for(turn_input(history, "z", run_id="r3")) is None
+    assert cache.context_for(turn_input(history, "z", run_id="r3"), 1000) is None
     skipped = [*history, ContextMessage(role="user", content="failed turn")]
-    assert cache.context_for(turn_input(skipped, "z", run_id="r2")) is None
+    assert cache.context_for(turn_input(skipped, "z", run_id="r2"), 1000) is None
 
 
 def test_a_tool_call_is_never_separated_from_its_results() -> None:
@@ -90,11 +97,11 @@ def test_a_tool_call_is_never_separated_from_its_results() -> None:
     history = [question, call, result, answer]
     # After the answer there is room for the result (50) but not for it with its call (70):
     # both go.
-    assert fit_context(history, max_chars=100) == [answer]
+    assert fit_context(history, 100) == [answer]
     # Room for the call group too: it comes whole, and the question no longer fits.
-    assert fit_context(history, max_chars=120) == [call, result, answer]
+    assert fit_context(history, 120) == [call, result, answer]
     # A group that is itself the newest unit is kept whole even when it is too large.
-    assert fit_context([question, call, result], max_chars=10) == [call, result]
+    assert fit_context([question, call, result], 10) == [call, result]
 
 
 def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
@@ -104,16 +111,16 @@ def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
     rng = random.Random(11)
     max_chars = 400
     results = ToolResultCache(max_entries=100)
-    cache = ContextCache(max_sessions=10, max_chars=max_chars, results=results)
+    cache = ContextCache(max_sessions=10, results=results)
     history: list[ContextMessage] = []
     hits = model_calls = 0
     for turn_number in range(1, 60):
         user = "u" * rng.randint(1, 80)
         turn = turn_input(history, user).model_copy(update={"turn": turn_number})
-        history.append(ContextMessage(role="user", content=user))
+        add(history, ContextMessage(role="user", content=user))
         rounds = rng.randint(0, 2)  # tool rounds before the answer
         for step in range(1, rounds + 2):
-            context = cache.context_for(turn)
+            context = cache.context_for(turn, max_chars)
             model_calls += 1
             if context is None:
                 context = queried(history, max_chars)
@@ -125,18 +132,19 @@ def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
                 for i in range(rng.randint(1, 3) if step <= rounds else 0)
             ]
             reply = "a" * rng.randint(0 if calls else 1, 60)
-            cache.remember(turn, context, reply, calls)
-            history.append(ContextMessage(role="assistant", content=reply, tool_calls=calls))
+            cache.remember(turn, context, reply, calls, max_chars=max_chars)
+            add(history, ContextMessage(role="assistant", content=reply, tool_calls=calls))
             for call in calls:
                 outcome = ToolOutcome(content="r" * rng.randint(1, 90), is_error=rng.random() < 0.2)
                 results.put(turn.workflow_id, turn_number, call.id, outcome)
-                history.append(
+                add(
+                    history,
                     ContextMessage(
                         role="tool",
                         content=outcome.content,
                         tool_call_id=call.id,
                         is_error=outcome.is_error,
-                    )
+                    ),
                 )
             digests = [digest(m.content) for m in history[len(history) - len(calls) :]]
             turn = turn.model_copy(
@@ -153,16 +161,18 @@ def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
 
 def test_a_tool_result_this_worker_did_not_produce_is_a_miss() -> None:
     results = ToolResultCache(max_entries=10)
-    cache = ContextCache(max_sessions=10, max_chars=1000, results=results)
+    cache = ContextCache(max_sessions=10, results=results)
     first = turn_input([], "add")
     call = ToolCall(id="c1", name="calculate", arguments="{}")
-    cache.remember(first, [SYSTEM, ContextMessage(role="user", content="add")], "", [call])
+    cache.remember(
+        first, [SYSTEM, ContextMessage(role="user", content="add")], "", [call], max_chars=1000
+    )
     after = first.model_copy(
         update={"step": 2, "upto_seq": 3, "user_message": "", "result_digests": [digest("2")]}
     )
-    assert cache.context_for(after) is None  # ran on another worker
+    assert cache.context_for(after, 1000) is None  # ran on another worker
     results.put("wf", first.turn, "c1", ToolOutcome(content="3"))
-    assert cache.context_for(after) is None  # history says "2": not what this worker saw
+    assert cache.context_for(after, 1000) is None  # history says "2": not what this worker saw
     results.put("wf", first.turn, "c1", ToolOutcome(content="2"))
-    hit = cache.context_for(after)
+    hit = cache.context_for(after, 1000)
     assert hit is not None and [m.role for m in hit] == ["system", "user", "assistant", "tool"]

@@ -18,18 +18,25 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.errors import ApiError
 from common.ids import workflow_id
+from common.model_windows import ModelWindow
 from tests.conftest import scripted_settings, terminate_sessions, time_skipping_env
 from tests.test_session_workflow import OWNER, Harness, assert_turns_in_order
 from worker.build import build_worker
 from workflows.messages import (
     CarriedState,
     ChatMessage,
+    ContextMessage,
     ImportBatch,
     ImportDone,
+    LLMContextRequest,
     SendMessage,
     SessionConfig,
     SessionStatus,
 )
+
+SMALL = "scripted/small"
+"""A scripted model with a small window: 1,000 tokens (words, to the scripted model), 100 of
+them kept for the reply, so a conversation outgrows its prompt within a few turns."""
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +45,22 @@ async def long_env() -> AsyncIterator[WorkflowEnvironment]:
     for the modules after it."""
     async for env in time_skipping_env():
         yield env
+
+
+@pytest.fixture
+async def dev(dev_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Harness]:
+    """On the dev server, for tests that need no time skipping. (With many signals queued
+    across a continue-as-new, the time-skipping server sometimes leaves queries unanswered
+    for good; the dev server never did.)"""
+    settings = scripted_settings(
+        task_queue, model_windows={SMALL: ModelWindow(context_tokens=1_000, output_tokens=100)}
+    )
+    async with build_worker(dev_env.client, settings):
+        from api.service import SessionService
+
+        harness = Harness(dev_env, SessionService(dev_env.client, settings))
+        yield harness
+        await terminate_sessions(dev_env, OWNER, harness.created)
 
 
 @pytest.fixture
@@ -252,3 +275,92 @@ async def wait_for_state(ts: Harness, session_id: str, state: str) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"the session never became {state}")
+
+
+def words(n: int, tag: str) -> str:
+    return f"{tag} " + " ".join(f"w{i}" for i in range(n - 1))
+
+
+async def test_compaction_under_concurrent_sends_keeps_every_message(dev: Harness) -> None:
+    """Messages arrive while turns and compactions run: each is answered once, in order; a
+    running summary takes the place of the oldest ones in prompts, and every original message
+    stays readable."""
+    session_id = await dev.create(model=SMALL, max_turns_per_run=12)
+    texts = [words(40, f"m{i:02d}") for i in range(24)]
+
+    async def send(first: int, last: int) -> None:
+        for i in range(first, last):
+            await dev.service.send(
+                OWNER, session_id, SendMessage(message_id=f"m{i}", content=texts[i])
+            )
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(send(0, 12), send(12, 24))
+    status = await wait_for_turns(dev, session_id, 24)
+    history = await read_all(dev, session_id, limit=10)
+    sent = [m.id for m in history if m.role == "user"]
+    # Each sender's messages in the order it sent them (the two senders interleave).
+    assert [i for i in sent if int(i[1:]) < 12] == [f"m{i}" for i in range(12)]
+    assert [i for i in sent if int(i[1:]) >= 12] == [f"m{i}" for i in range(12, 24)]
+    assert sorted(m.content for m in history if m.role == "user") == sorted(texts)
+    assert all(m.error is None for m in history)
+    assert_turns_in_order(history)
+
+    assert status.summary is not None and status.summary.upto_seq > 0
+    assert status.summary.text.startswith("echo: ")  # what the scripted model "summarised"
+    wf_id = workflow_id(OWNER, session_id)
+    events = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for run in await run_histories(dev.env, wf_id, await first_run_id(dev, wf_id))
+        for e in run.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert events.count("summarize_history") >= 1
+
+    # The next prompt: system summary, then only messages after what the summary covers.
+    handle = dev.env.client.get_workflow_handle(wf_id)
+    prompt: list[ContextMessage] = await handle.query(
+        "llm_context",
+        LLMContextRequest(upto_seq=status.messages, max_chars=100_000),
+        result_type=list[ContextMessage],
+    )
+    assert prompt[0].role == "system" and "Summary of the earlier conversation" in prompt[0].content
+    seqs = [m.seq for m in prompt[1:]]
+    assert seqs and all(seq is not None and seq > status.summary.upto_seq for seq in seqs)
+
+
+async def test_a_message_larger_than_the_window_fails_its_turn_and_the_session_goes_on(
+    dev: Harness,
+) -> None:
+    session_id = await dev.create(model=SMALL)
+    assert (await dev.say(session_id, "hello", message_id="a")).content == "echo: hello"
+    reply = await dev.say(session_id, words(1_000, "huge"), message_id="huge")
+    assert reply.error is not None and reply.content == ""
+    assert "The newest message is about 1004 tokens, but scripted/small has room for 900" in (
+        reply.error
+    )
+    assert (await dev.say(session_id, "still here", message_id="b")).content == "echo: still here"
+    history = await read_all(dev, session_id, limit=50)
+    assert [m.id for m in history if m.role == "user"] == ["a", "huge", "b"]
+
+
+async def first_run_id(ts: Harness, wf_id: str) -> str:
+    """The session's first run: the one whose history starts without a continued-from run."""
+    handle = ts.env.client.get_workflow_handle(wf_id)
+    description = await handle.describe()
+    run_id = description.run_id
+    while True:
+        history = await ts.env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            return run_id
+        run_id = started.continued_execution_run_id
+
+
+async def wait_for_turns(ts: Harness, session_id: str, turns: int) -> SessionStatus:
+    for _ in range(1200):
+        status = await ts.service.status(OWNER, session_id)
+        if status.turns >= turns and status.status == "active":
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the session never answered {turns} turns")

@@ -89,7 +89,7 @@ def _call_activities(
     tools = tools if tools is not None else configured_registry(settings)
     results = ToolResultCache(settings.max_cached_workflows * 4)
     llm = LLMActivities(client, providers, settings, tools, results, hub)
-    compaction = CompactionActivities(client, providers)
+    compaction = CompactionActivities(client, providers, settings)
     return [
         llm.generate_reply,
         ToolActivities(tools, results).run_tool,

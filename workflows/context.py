@@ -1,31 +1,74 @@
 """Which messages go into a model's prompt: shared by the workflow's query and the worker cache.
 
-Both must pick exactly the same messages, so the rule lives here once.
+Both must pick exactly the same messages, so the rule lives here once. The workflow and the
+cache trim by characters (a cheap upper bound on what a prompt could use); the LLM activity
+then trims the same way by the model's tokens (activities/prompt_window.py).
 """
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from workflows.messages import ContextMessage
 
+Cost = Callable[[ContextMessage], int]
 
-def fit_context(messages: Sequence[ContextMessage], max_chars: int) -> list[ContextMessage]:
-    """The newest messages whose total length fits `max_chars`, oldest first.
+
+def message_chars(message: ContextMessage) -> int:
+    return len(message.content)
+
+
+@dataclass(frozen=True)
+class Split:
+    dropped: list[ContextMessage]
+    """The older messages that did not fit, oldest first."""
+    kept: list[ContextMessage]
+    """The newest messages that fit, oldest first."""
+    kept_cost: int
+    dropped_cost: int
+
+
+def split_context(
+    messages: Sequence[ContextMessage], budget: int, cost: Cost = message_chars
+) -> Split:
+    """The newest messages whose total cost fits `budget`, and the older rest.
 
     An assistant message that asked for tools and the tool results after it are kept or
-    dropped together, so a call is never separated from its result. The newest unit is always
-    included. Trimming is stable under appending a user message or a plain reply:
+    dropped together, so a call is never separated from its result, and a message is never
+    cut. The newest unit is always kept (the caller decides what to do if it alone is too
+    big). Trimming is stable under appending a user message or a plain reply:
     fit(fit(A) + b) == fit(A + b), which lets the worker cache keep only fitted lists.
     """
-    picked: list[list[ContextMessage]] = []
-    budget = max_chars
-    for unit in reversed(_units(messages)):
-        size = sum(len(m.content) for m in unit)
-        if picked and size > budget:
+    units = _units(messages)
+    picked = 0
+    kept_cost = 0
+    costs = [sum(cost(m) for m in unit) for unit in units]
+    for size in reversed(costs):
+        if picked and kept_cost + size > budget:
             break
-        picked.append(unit)
-        budget -= size
-    return [message for unit in reversed(picked) for message in unit]
+        picked += 1
+        kept_cost += size
+    cut = len(units) - picked
+    return Split(
+        dropped=[m for unit in units[:cut] for m in unit],
+        kept=[m for unit in units[cut:] for m in unit],
+        kept_cost=kept_cost,
+        dropped_cost=sum(costs[:cut]),
+    )
+
+
+def fit_context(
+    messages: Sequence[ContextMessage], budget: int, cost: Cost = message_chars
+) -> list[ContextMessage]:
+    """The newest messages that fit `budget` (see `split_context`), oldest first."""
+    return split_context(messages, budget, cost).kept
+
+
+def newest_unit(messages: Sequence[ContextMessage]) -> list[ContextMessage]:
+    """The messages that must be in any prompt: the newest message, or the newest tool call
+    with its results."""
+    units = _units(messages)
+    return units[-1] if units else []
 
 
 def _units(messages: Sequence[ContextMessage]) -> list[list[ContextMessage]]:

@@ -386,6 +386,11 @@ class ContextMessage(BaseModel):
         default=None, description="On a tool message: the call this is the result of."
     )
     is_error: bool = Field(default=False, description="On a tool message: the call failed.")
+    seq: int | None = Field(
+        default=None,
+        description="Its place in the session (none: the system prompt or the summary); "
+        "never sent to a model.",
+    )
 
 
 class LLMContextRequest(BaseModel):
@@ -443,6 +448,9 @@ class LLMTurnResult(BaseModel):
         description="Tokens of messages newer than the running summary that did not fit.",
     )
     prompt_budget: int = Field(default=0, description="Tokens the prompt could use.")
+    prompt_tokens: int = Field(
+        default=0, description="Tokens of the prompt as counted before the call."
+    )
     tool_calls: list[ToolCall] = []
     tool_policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="For each tool named in `tool_calls`."
@@ -469,6 +477,11 @@ class SummaryResult(BaseModel):
     text: str
     model: str
     usage: Usage
+    upto_seq: int | None = Field(
+        default=None,
+        description="The last message the summary covers, when the model's window held only "
+        "the older part of what was asked (none: all of it).",
+    )
 
 
 class SessionStatus(BaseModel):

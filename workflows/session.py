@@ -439,7 +439,7 @@ class ChatSessionWorkflow:
             return
         self._summary = Summary(
             text=result.text,
-            upto_seq=upto,
+            upto_seq=min(result.upto_seq or upto, upto),
             created_at=workflow.now(),
             model=result.model,
             usage=result.usage,
@@ -1102,6 +1102,7 @@ def _to_context(message: ChatMessage) -> ContextMessage:
         ],
         tool_call_id=message.tool_call_id,
         is_error=message.is_error,
+        seq=message.seq,
     )
 
 

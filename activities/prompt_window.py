@@ -1,0 +1,135 @@
+"""Fits a turn's context into the model's window, counted in the model's tokens.
+
+A provider that can count its own tokens (llama.cpp for the local model, the scripted test
+model) is asked directly. For the rest the count is an estimate: four characters per token
+plus a few tokens per message for the chat template, scaled by what the provider's own
+usage numbers said about earlier prompts of the same model on this worker.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+from temporalio.exceptions import ApplicationError
+
+from activities.providers.base import CHARS_PER_TOKEN
+from workflows.context import newest_unit, split_context
+from workflows.messages import ContextMessage, Usage
+
+CONTEXT_OVERFLOW = "ContextOverflow"
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role markers and separators a chat template adds around each message."""
+READ_CHARS_PER_TOKEN = 8
+"""Characters read per prompt token: more than any tokenizer packs into one, so the messages
+read always cover the window."""
+CORRECTION_BOUNDS = (0.5, 3.0)
+CORRECTION_WEIGHT = 0.3  # of the newest observation in the running correction
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    def count_tokens(self, text: str) -> int:
+        """Tokens as the model counts them; may block (call it off the event loop)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Window:
+    context_tokens: int
+    output_tokens: int
+
+    @property
+    def prompt_budget(self) -> int:
+        return max(self.context_tokens - self.output_tokens, 0)
+
+    @property
+    def read_chars(self) -> int:
+        return self.prompt_budget * READ_CHARS_PER_TOKEN
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    messages: list[ContextMessage]
+    tokens: int
+    dropped_tokens: int
+    from_seq: int | None
+    scale: float = 1.0
+    """The estimate's correction when this was counted (1: counted by the model's tokenizer)."""
+
+
+class TokenCounts:
+    """Per worker: counts tokens for a model, and learns how far the estimate is off."""
+
+    def __init__(self) -> None:
+        self._correction: dict[str, float] = {}
+
+    async def fit(
+        self, model: str, provider: object, context: list[ContextMessage], window: Window
+    ) -> FittedPrompt:
+        """The leading system messages, then the newest messages that fit the prompt budget.
+
+        Raises a non-retryable ContextOverflow when even the newest message (or tool round)
+        does not fit: sending it cut, or without it, would answer something else.
+        """
+        if isinstance(provider, CountsTokens):
+            counter = provider
+            return await asyncio.to_thread(_fit, context, window, model, counter.count_tokens)
+        scale = self._correction.get(model, 1.0)
+        fitted = _fit(context, window, model, lambda text: _estimate(text, scale))
+        return replace(fitted, scale=scale)
+
+    def learn(self, model: str, provider: object, prompt: FittedPrompt, usage: Usage) -> None:
+        """Fold the provider's count of a prompt into the estimate for this model."""
+        if isinstance(provider, CountsTokens) or usage.prompt_tokens <= 0 or prompt.tokens <= 0:
+            return
+        scale = self._correction.get(model, 1.0)
+        unscaled = prompt.tokens / prompt.scale
+        low, high = CORRECTION_BOUNDS
+        observed = min(max(usage.prompt_tokens / unscaled, low), high)
+        self._correction[model] = (1 - CORRECTION_WEIGHT) * scale + CORRECTION_WEIGHT * observed
+
+    def correction(self, model: str) -> float:
+        return self._correction.get(model, 1.0)
+
+
+def _estimate(text: str, scale: float) -> int:
+    return round(len(text) / CHARS_PER_TOKEN * scale)
+
+
+def _fit(
+    context: list[ContextMessage], window: Window, model: str, count: Callable[[str], int]
+) -> FittedPrompt:
+    def cost(message: ContextMessage) -> int:
+        calls = sum(count(c.name) + count(c.arguments) for c in message.tool_calls)
+        return count(message.content) + calls + MESSAGE_OVERHEAD_TOKENS
+
+    size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
+    head, body = context[:size], context[size:]
+    head_tokens = sum(cost(m) for m in head)
+    budget = window.prompt_budget - head_tokens
+    newest = sum(cost(m) for m in newest_unit(body))
+    if newest > budget:
+        raise _overflow(model, window, head_tokens, newest, body)
+    split = split_context(body, budget, cost)
+    return FittedPrompt(
+        messages=[*head, *split.kept],
+        tokens=head_tokens + split.kept_cost,
+        dropped_tokens=split.dropped_cost,
+        from_seq=split.kept[0].seq if split.kept else None,
+    )
+
+
+def _overflow(
+    model: str, window: Window, head: int, newest: int, body: list[ContextMessage]
+) -> ApplicationError:
+    what = "tool results" if body and body[-1].role == "tool" else "newest message"
+    room = window.prompt_budget - head
+    message = (
+        f"The {what} is about {newest} tokens, but {model} has room for {max(room, 0)}: "
+        f"its context is {window.context_tokens} tokens, {window.output_tokens} are kept for "
+        f"the reply"
+        + (f" and {head} are taken by the system prompt and summary" if head else "")
+        + ". Send a shorter message or use a model with a larger context."
+    )
+    return ApplicationError(message, type=CONTEXT_OVERFLOW, non_retryable=True)
