@@ -41,6 +41,12 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
 
+    def kill_hard(self) -> None:
+        """kill -9: no draining, no goodbyes, like a pod or a machine that vanished."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
 
 def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Child:
     """`python <args>` in `cwd`, output to `logs/<name>.log`."""
@@ -49,6 +55,15 @@ def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path, logs: Path
         proc = subprocess.Popen(
             [sys.executable, *args], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
         )
+    return Child(name, proc, log)
+
+
+def spawn_binary(name: str, argv: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Child:
+    """A non-Python program (the Temporal dev server), output appended to `logs/<name>.log`,
+    so a restarted process keeps adding to the same log."""
+    log = logs / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     return Child(name, proc, log)
 
 
