@@ -29,14 +29,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
@@ -78,6 +78,7 @@ class Options:
         default_factory=lambda: [(0.2, TERM_GATEWAY), (0.45, RESTART_SERVER), (0.7, KILL_GATEWAY)]
     )
     server_down: float = 3.0  # seconds the dev server stays dead before it is started again
+    doubled: float = 0.1  # the share of messages a client also sends to the other gateway at once
     reply_wait_seconds: int = 10  # CHAT_REPLY_WAIT_SECONDS: past it a waiting POST answers 202
     turn_deadline: float = 300.0  # a turn not answered by then is given up on
     seed: int | None = None
@@ -94,6 +95,7 @@ def quick_options() -> Options:
         kill_every=None,
         milestones=[(0.1, KILL_WORKER), (0.3, KILL_GATEWAY), (0.55, RESTART_SERVER)],
         server_down=2.0,
+        doubled=0.2,
         turn_deadline=150.0,
     )
 
@@ -114,24 +116,38 @@ class Event:
 class Cluster:
     """The dev server, the workers and the gateways, and what was done to them."""
 
-    def __init__(self, workdir: Path, opts: Options, rng: random.Random) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        workers: int = 3,
+        gateways: int = 2,
+        reply_wait_seconds: int = 60,
+        server_down: float = 3.0,
+        seed: int | None = None,
+    ) -> None:
         self.workdir = workdir
-        self.opts = opts
-        self.rng = rng
+        self.worker_count = workers
+        self.reply_wait_seconds = reply_wait_seconds
+        self.server_down = server_down
+        self.seed = seed if seed is not None else random.randrange(1 << 30)
+        self.rng = random.Random(self.seed)
         self.server_port = free_port()
         self.address = f"127.0.0.1:{self.server_port}"
-        self.gateway_ports = [free_port() for _ in range(opts.gateways)]
+        self.gateway_ports = [free_port() for _ in range(gateways)]
         self.urls = [f"http://127.0.0.1:{port}" for port in self.gateway_ports]
         self.api_key = f"chaos-{uuid.uuid4().hex}"
         self.task_queue = f"chaos-{uuid.uuid4().hex[:8]}"
         self.server: Child | None = None
         self.workers: list[Child] = []
-        self.gateways: list[Child | None] = [None] * opts.gateways
+        self.gateways: list[Child | None] = [None] * gateways
         self.started: list[Child] = []  # every process ever started, to stop them all
         self.events: list[Event] = []
         self.done: Counter[str] = Counter()  # chaos actions carried out
         self.server_downtimes: list[float] = []
         self._names: Counter[str] = Counter()
+        self._gateway_restarts = 0
+        self._server_up = asyncio.Event()  # set while the dev server serves
         self._t0 = time.monotonic()
 
     # -- logging
@@ -154,7 +170,7 @@ class Cluster:
             "CHAT_SCRIPTED_PROVIDER_ENABLED": "true",
             "CHAT_DEFAULT_MODEL": MODEL,
             "CHAT_API_KEYS": json.dumps({self.api_key: USER}),
-            "CHAT_REPLY_WAIT_SECONDS": str(self.opts.reply_wait_seconds),
+            "CHAT_REPLY_WAIT_SECONDS": str(self.reply_wait_seconds),
             "CHAT_GRACEFUL_SHUTDOWN_SECONDS": "5",
             "CHAT_GATEWAY_HOST": "127.0.0.1",
         }
@@ -185,9 +201,9 @@ class Cluster:
 
     async def start(self) -> None:
         await self.start_server()
-        for _ in range(self.opts.workers):
+        for _ in range(self.worker_count):
             self.start_worker()
-        await asyncio.gather(*(self.start_gateway(i) for i in range(self.opts.gateways)))
+        await asyncio.gather(*(self.start_gateway(i) for i in range(len(self.gateways))))
 
     async def start_server(self) -> None:
         self.server = spawn_binary(
@@ -195,6 +211,7 @@ class Cluster:
         )
         self.started.append(self.server)
         await self._until_server_serves(self.server)
+        self._server_up.set()
 
     async def _until_server_serves(self, server: Child) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -257,18 +274,22 @@ class Cluster:
         self.done[action] += 1
 
     async def kill_worker(self) -> None:
+        # Not while the dev server is down: a process that cannot reach Temporal at start
+        # exits, and what that tests is not what this run is about.
+        await self._server_up.wait()
         live = [w for w in self.workers if w.alive()]
         if not live:
             return
         victim = self.rng.choice(live)
-        await asyncio.to_thread(victim.kill_hard)
         self.workers.remove(victim)
+        await asyncio.to_thread(victim.kill_hard)
         replacement = self.start_worker()
         self.note(f"kill -9 {victim.name}; started {replacement.name}")
 
     async def restart_gateway(self, *, hard: bool) -> None:
         # Each restart takes the next gateway in turn, so with two restarts both get one.
-        index = (self.done[KILL_GATEWAY] + self.done[TERM_GATEWAY]) % len(self.gateways)
+        index = self._gateway_restarts % len(self.gateways)
+        self._gateway_restarts += 1
         old = self.gateways[index]
         self.gateways[index] = None
         if old is not None:
@@ -278,21 +299,25 @@ class Cluster:
                 await asyncio.to_thread(old.stop)  # uvicorn finishes requests in flight first
         how = "kill -9" if hard else "SIGTERM"
         self.note(f"{how} gateway {index} ({old.name if old else 'down'})")
+        await self._server_up.wait()
         new = await self.start_gateway(index)
         self.note(f"gateway {index} serving again ({new.name})")
 
     async def restart_server(self) -> None:
-        old = self.server
+        old, self.server = self.server, None
+        self._server_up.clear()
         if old is not None:
             await asyncio.to_thread(old.kill_hard)
         self.note("kill -9 the dev server")
         down = time.monotonic()
-        await asyncio.sleep(self.opts.server_down)  # an outage, not only a blip
-        self.server = spawn_binary(
+        await asyncio.sleep(self.server_down)  # an outage, not only a blip
+        server = spawn_binary(
             "temporal", self._server_argv(), self.env(), self.workdir, self.workdir
         )
-        self.started.append(self.server)
-        await self._until_server_serves(self.server)
+        self.started.append(server)
+        await self._until_server_serves(server)
+        self.server = server
+        self._server_up.set()
         downtime = time.monotonic() - down
         self.server_downtimes.append(downtime)
         self.note(f"dev server serving again, same file and port ({downtime:.1f} s down)")
@@ -303,6 +328,8 @@ class Cluster:
         if self.server is not None and not self.server.alive():
             self.note(f"the dev server exited by itself ({self.server.proc.returncode})")
             await self.restart_server()
+        if not self._server_up.is_set():
+            return
         for worker in [w for w in self.workers if not w.alive()]:
             self.workers.remove(worker)
             replacement = self.start_worker()
@@ -341,6 +368,11 @@ class Cluster:
         for child in self.started:  # the dev server, and anything a failure left behind
             await asyncio.to_thread(child.stop)
 
+    def kill_all(self) -> None:
+        """kill -9 whatever is still running: for a `finally` that must not wait on a loop."""
+        for child in self.started:
+            child.kill_hard()
+
 
 # ---- the clients ---------------------------------------------------------------------------
 
@@ -351,7 +383,7 @@ class Turn:
     message_id: str
     text: str
     latency: float | None = None  # first send to reply, retries included; None: no reply
-    reply: dict[str, Any] | None = None  # as the client was given it
+    replies: list[dict[str, Any]] = field(default_factory=list)  # as the client was given it
     acked: bool = False  # the service said 200 or 202 to it at least once
     forgotten: bool = False  # acknowledged, then reported unknown (a lost message)
     requests: int = 0
@@ -377,6 +409,8 @@ class Load:
         self.total = opts.sessions * opts.turns
         self.answered = 0
         self.retried: Counter[str] = Counter()  # why requests were retried
+        self.doubled = 0  # messages also sent to the other gateway at once
+        self._doubles: set[asyncio.Task[None]] = set()
         self.anomalies: list[str] = []  # answers a correct service never gives
 
     def progress(self) -> float:
@@ -388,6 +422,7 @@ class Load:
 
     async def run(self) -> None:
         await asyncio.gather(*(self._session(i) for i in range(self.opts.sessions)))
+        await asyncio.gather(*self._doubles)
 
     async def _request(
         self,
@@ -464,6 +499,12 @@ class Load:
         start = time.monotonic()
         failures = 0
         pending = False  # acknowledged with 202: poll the reply URL
+        if self.rng.random() < self.opts.doubled:
+            # The same message to the other gateway at once, as a client that gave up too
+            # early (or a proxy retrying) would: still one message, and the same reply.
+            body = {"content": content, "message_id": turn.message_id}
+            double = self._request("POST", path, gateway, body=body, params=params, seconds=limit)
+            self._doubles.add(asyncio.create_task(self._double(turn, double)))
         while time.monotonic() - start < self.opts.turn_deadline:
             gateway += 1  # every request may go to either gateway, as behind a load balancer
             turn.requests += 1
@@ -480,7 +521,7 @@ class Load:
                 continue
             if response.status_code == 200:
                 turn.acked = True
-                turn.reply = response.json()["reply"]
+                turn.replies.append(response.json()["reply"])
                 turn.latency = time.monotonic() - start
                 return
             if response.status_code == 202:
@@ -497,6 +538,14 @@ class Load:
             )
             failures += 1
             await self._backoff(failures)
+
+    async def _double(self, turn: Turn, sent: Awaitable[httpx.Response | None]) -> None:
+        self.doubled += 1
+        response = await sent
+        if response is not None and response.status_code == 200:
+            turn.replies.append(response.json()["reply"])
+        elif response is not None and response.status_code != 202:
+            self.anomalies.append(f"{turn.session}/{turn.message_id}: {_said(response)}")
 
     # -- reading back
 
@@ -549,6 +598,7 @@ class Report:
     unanswered: int = 0  # turns given up on (never acknowledged, or no reply by the deadline)
     latencies: list[float] = field(default_factory=list)
     retried: dict[str, int] = field(default_factory=dict)
+    doubled: int = 0  # messages sent to both gateways at once on purpose
     anomalies: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)
@@ -593,11 +643,11 @@ def check_session(report: Report, session_id: str, turns: list[Turn], stored: li
             report.latencies.append(turn.latency)
         if turn.forgotten or (turn.acked and message is None):
             report.lost += 1
-        if turn.reply is not None and reply is None:
+        if turn.replies and reply is None:
             report.lost += 1  # the client was given a reply that history does not hold
         if message is not None or turn.acked:
             expected.append(("user", turn.message_id))
-        if reply is not None or turn.reply is not None:
+        if reply is not None or turn.replies:
             expected.append(("assistant", turn.message_id))
         if message is not None and message["content"].split("]] ")[-1] != turn.text:
             report.wrong_content += 1
@@ -607,12 +657,8 @@ def check_session(report: Report, session_id: str, turns: list[Turn], stored: li
             report.error_replies += 1
         elif reply["content"] != f"echo: {turn.text}":
             report.wrong_content += 1
-        given = turn.reply
-        if given is not None and (given["seq"], given["content"]) != (
-            reply["seq"],
-            reply["content"],
-        ):
-            report.reply_changed += 1
+        stored_reply = (reply["seq"], reply["content"])
+        report.reply_changed += sum((g["seq"], g["content"]) != stored_reply for g in turn.replies)
     strangers = set(user_copies) - {t.message_id for t in turns}
     if strangers:
         report.anomalies.append(f"{session_id}: messages nobody sent: {sorted(strangers)}")
@@ -640,7 +686,11 @@ async def temporal_view(address: str, session_ids: Sequence[str]) -> dict[str, i
             elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
                 view["workflow tasks timed out"] += 1
             elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                view["workflow tasks failed"] += 1
+                cause = event.workflow_task_failed_event_attributes.cause
+                name = WorkflowTaskFailedCause.Name(cause).removeprefix(
+                    "WORKFLOW_TASK_FAILED_CAUSE_"
+                )
+                view[f"workflow tasks failed ({name})"] += 1
     return dict(view)
 
 
@@ -648,38 +698,56 @@ async def temporal_view(address: str, session_ids: Sequence[str]) -> dict[str, i
 
 
 async def chaos(cluster: Cluster, load: Load, opts: Options, stop: asyncio.Event) -> None:
-    """Worker kills every few seconds, the milestones once each, until `stop`."""
+    """Worker kills every few seconds, and each milestone once, until `stop`; then the actions
+    in hand are finished (never a half-restarted server)."""
     rng = cluster.rng
     every = opts.kill_every
     next_kill = time.monotonic() + rng.uniform(*every) if every else math.inf
     milestones = sorted(opts.milestones)
-    while not stop.is_set():
-        await cluster.supervise()
-        if milestones and load.progress() >= milestones[0][0]:
-            await cluster.act(milestones.pop(0)[1])
-        elif time.monotonic() >= next_kill and every:
-            await cluster.act(KILL_WORKER)
-            next_kill = time.monotonic() + rng.uniform(*every)
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.1)
+    actions: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            for task in [t for t in actions if t.done()]:
+                actions.discard(task)
+                task.result()  # a process that would not start ends the run
+            await cluster.supervise()
+            # Milestones run beside the rest (a gateway's start must not hold up the next one).
+            while milestones and load.progress() >= milestones[0][0]:
+                actions.add(asyncio.create_task(cluster.act(milestones.pop(0)[1])))
+            if time.monotonic() >= next_kill:
+                await cluster.act(KILL_WORKER)
+                assert every is not None
+                next_kill = time.monotonic() + rng.uniform(*every)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+        await asyncio.gather(*actions)
+    finally:
+        for task in actions:
+            task.cancel()
 
 
-async def run_chaos(
-    opts: Options, workdir: Path, say: Callable[[str], None] = print
-) -> tuple[Report, Cluster]:
-    """One chaos run in `workdir` (the SQLite file and every process's log go there). Every
-    process it starts is stopped before it returns or raises."""
-    seed = opts.seed if opts.seed is not None else random.randrange(1 << 30)
-    rng = random.Random(seed)
-    cluster = Cluster(workdir, opts, rng)
+def new_cluster(opts: Options, workdir: Path) -> Cluster:
+    return Cluster(
+        workdir,
+        workers=opts.workers,
+        gateways=opts.gateways,
+        reply_wait_seconds=opts.reply_wait_seconds,
+        server_down=opts.server_down,
+        seed=opts.seed,
+    )
+
+
+async def run_chaos(opts: Options, cluster: Cluster, say: Callable[[str], None] = print) -> Report:
+    """One chaos run on `cluster` (not started yet; its SQLite file and every process's log go
+    to its workdir). Every process it starts is stopped before this returns or raises."""
     load: Load | None = None
     try:
         say(
             f"starting a dev server, {opts.workers} workers, {opts.gateways} gateways "
-            f"(seed {seed}, logs in {workdir})"
+            f"(seed {cluster.seed}, logs in {cluster.workdir})"
         )
         await cluster.start()
-        load = Load(opts, cluster, rng)
+        load = Load(opts, cluster, cluster.rng)
         stop = asyncio.Event()
         chaos_task = asyncio.create_task(chaos(cluster, load, opts, stop))
         started = time.monotonic()
@@ -700,18 +768,18 @@ async def run_chaos(
                     await chaos_task
         await cluster.supervise()
         say("reading every session's history back through the API")
-        report = Report(opts.sessions, load.total, seconds=seconds, seed=seed)
+        report = Report(opts.sessions, load.total, seconds=seconds, seed=cluster.seed)
         for session_id, turns in load.sessions.items():
             check_session(report, session_id, turns, await load.history(session_id))
-        report.turns_planned = load.total
         report.retried = dict(load.retried.most_common())
+        report.doubled = load.doubled
         report.anomalies = load.anomalies + report.anomalies
         report.events = cluster.events
         report.done = dict(cluster.done)
         report.server_downtimes = cluster.server_downtimes
         report.missed = [a for _, a in opts.milestones if cluster.done[a] == 0]
         report.temporal = await temporal_view(cluster.address, list(load.sessions))
-        return report, cluster
+        return report
     finally:
         if load is not None:
             await load.aclose()
@@ -752,6 +820,7 @@ def print_report(report: Report, opts: Options) -> None:
             f"worst {seconds(report.latency_ms(100))}",
         ),
         ("requests retried", ", ".join(f"{k} {v}" for k, v in report.retried.items()) or "none"),
+        ("sent to both gateways at once", str(report.doubled)),
         ("in Temporal's histories", ", ".join(f"{k} {v}" for k, v in report.temporal.items())),
         (
             "chaos",
@@ -760,7 +829,7 @@ def print_report(report: Report, opts: Options) -> None:
         ),
     ]
     for label, value in rows:
-        print(f"  {label:38}{value}")
+        print(f"  {label:40}{value}")
     print("  events:")
     for event in report.events:
         print(f"    {event.at:7.1f} s  {event.what}")
@@ -796,11 +865,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts, keep = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     passed = False
+    cluster = new_cluster(opts, workdir)
     try:
-        report, _ = asyncio.run(run_chaos(opts, workdir))
+        report = asyncio.run(run_chaos(opts, cluster))
         print_report(report, opts)
         passed = report.ok
     finally:
+        cluster.kill_all()  # after Ctrl-C, say
         if not passed or keep:
             kept = RESULTS / f"chaos-logs-{time.strftime('%Y%m%d-%H%M%S')}"
             kept.mkdir(parents=True, exist_ok=True)
