@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
@@ -149,6 +150,7 @@ class Cluster:
         self._gateway_restarts = 0
         self._server_up = asyncio.Event()  # set while the dev server serves
         self._t0 = time.monotonic()
+        self.t0_wall = time.time()
 
     # -- logging
 
@@ -235,6 +237,13 @@ class Cluster:
         self.workers.append(worker)
         self.started.append(worker)
         return worker
+
+    async def set_workers(self, count: int) -> None:
+        """Exactly `count` fresh workers: the running ones drain (SIGTERM) and new ones start."""
+        old, self.workers = self.workers, []
+        await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in old))
+        for _ in range(count):
+            self.start_worker()
 
     async def start_gateway(self, index: int) -> Child:
         env = {**self.env(), "CHAT_GATEWAY_PORT": str(self.gateway_ports[index])}
@@ -387,6 +396,7 @@ class Turn:
     acked: bool = False  # the service said 200 or 202 to it at least once
     forgotten: bool = False  # acknowledged, then reported unknown (a lost message)
     requests: int = 0
+    sent_wall: float = 0.0  # time.time() when first sent, to find its events in Temporal
 
 
 class Load:
@@ -497,6 +507,7 @@ class Load:
         params = None if waits else {"wait": "false"}
         limit = self.opts.reply_wait_seconds + REQUEST_TIMEOUT if waits else REQUEST_TIMEOUT
         start = time.monotonic()
+        turn.sent_wall = time.time()
         failures = 0
         pending = False  # acknowledged with 202: poll the reply URL
         if self.rng.random() < self.opts.doubled:
@@ -605,6 +616,8 @@ class Report:
     missed: list[str] = field(default_factory=list)  # milestones that never happened
     server_downtimes: list[float] = field(default_factory=list)
     temporal: dict[str, int] = field(default_factory=dict)  # what Temporal's histories show
+    worst: str = ""  # the slowest turn
+    worst_timeline: list[str] = field(default_factory=list)  # its session's events meanwhile
     seconds: float = 0.0
     seed: int = 0
 
@@ -674,7 +687,9 @@ def check_session(report: Report, session_id: str, turns: list[Turn], stored: li
 
 async def temporal_view(address: str, session_ids: Sequence[str]) -> dict[str, int]:
     """How often the chaos hit a turn in flight, from the sessions' Temporal histories: model
-    calls that needed more than one attempt, workflow tasks that timed out on a dead worker."""
+    calls that needed more than one attempt, workflow tasks that timed out on a dead worker
+    (START_TO_CLOSE: it died holding the task; SCHEDULE_TO_START: the task waited on a dead
+    worker's sticky queue) or failed."""
     client = await Client.connect(address, namespace=NAMESPACE)
     view: Counter[str] = Counter()
     for session_id in session_ids:
@@ -683,15 +698,43 @@ async def temporal_view(address: str, session_ids: Sequence[str]) -> dict[str, i
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                 attempt = event.activity_task_started_event_attributes.attempt
                 view["model calls retried"] += attempt > 1
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
-                view["workflow tasks timed out"] += 1
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                cause = event.workflow_task_failed_event_attributes.cause
-                name = WorkflowTaskFailedCause.Name(cause).removeprefix(
-                    "WORKFLOW_TASK_FAILED_CAUSE_"
-                )
-                view[f"workflow tasks failed ({name})"] += 1
+            elif event.event_type in (_TIMED_OUT, _FAILED):
+                view[f"workflow tasks {_event_detail(event).strip()}"] += 1
     return dict(view)
+
+
+async def timeline(address: str, turn: Turn) -> list[str]:
+    """The Temporal events of `turn`'s session while the turn was in flight, with seconds
+    since its client first sent it: where the turn's time went."""
+    client = await Client.connect(address, namespace=NAMESPACE)
+    handle = client.get_workflow_handle(workflow_id(USER, turn.session))
+    end = turn.sent_wall + (turn.latency or 0.0)
+    lines: list[str] = []
+    async for event in handle.fetch_history_events():
+        at = event.event_time.ToMicroseconds() / 1e6
+        if turn.sent_wall - 0.5 <= at <= end + 0.5:
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+            lines.append(f"{at - turn.sent_wall:+7.1f} s  {name}{_event_detail(event)}")
+    return lines
+
+
+_TIMED_OUT = EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+
+
+def _event_detail(event: HistoryEvent) -> str:
+    if event.event_type == _TIMED_OUT:
+        kind = event.workflow_task_timed_out_event_attributes.timeout_type
+        return f" timed out ({TimeoutType.Name(kind).removeprefix('TIMEOUT_TYPE_')})"
+    if event.event_type == _FAILED:
+        cause = event.workflow_task_failed_event_attributes.cause
+        name = WorkflowTaskFailedCause.Name(cause).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_")
+        return f" failed ({name})"
+    if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+        started = event.activity_task_started_event_attributes
+        if started.attempt > 1:
+            return f" attempt {started.attempt} (before: {started.last_failure.message})"
+    return ""
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -779,6 +822,14 @@ async def run_chaos(opts: Options, cluster: Cluster, say: Callable[[str], None] 
         report.server_downtimes = cluster.server_downtimes
         report.missed = [a for _, a in opts.milestones if cluster.done[a] == 0]
         report.temporal = await temporal_view(cluster.address, list(load.sessions))
+        answered = [t for turns in load.sessions.values() for t in turns if t.latency is not None]
+        if answered:
+            worst = max(answered, key=lambda t: t.latency or 0.0)
+            report.worst = (
+                f"{worst.session}/{worst.message_id}, sent at "
+                f"{worst.sent_wall - cluster.t0_wall:.1f} s, answered {worst.latency:.1f} s later"
+            )
+            report.worst_timeline = await timeline(cluster.address, worst)
         return report
     finally:
         if load is not None:
@@ -833,6 +884,10 @@ def print_report(report: Report, opts: Options) -> None:
     print("  events:")
     for event in report.events:
         print(f"    {event.at:7.1f} s  {event.what}")
+    if report.worst:
+        print(f"  the slowest turn: {report.worst}; its session's events meanwhile:")
+        for line in report.worst_timeline:
+            print(f"    {line}")
     for line in report.anomalies[:30]:
         print(f"  ANOMALY {line}")
     if len(report.anomalies) > 30:
