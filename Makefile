@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption bench-long lock record-histories browser clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption bench-long bench-chaos bench-scale lock record-histories browser clean
 
 install: $(STAMP)
 
@@ -47,6 +47,14 @@ bench-stream: install
 
 bench-long: install
 	$(BIN)/python -m bench.long
+
+## Worker kill -9s, gateway restarts and a dev-server restart under load: nothing lost.
+bench-chaos: install
+	$(BIN)/python -m bench.chaos
+
+## Throughput and turn latency with 1, 2 and 3 worker processes.
+bench-scale: install
+	$(BIN)/python -m bench.scale
 
 bench-encryption: install
 	$(BIN)/python -m bench.encryption

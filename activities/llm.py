@@ -15,8 +15,10 @@ from activities.providers.base import OnDelta
 from activities.stream_hub import LiveText, StreamHub
 from common.settings import Settings
 from tools.registry import ToolRegistry
+from workflows.context import digest
 from workflows.messages import (
     ContextMessage,
+    HistoryRequest,
     LLMContextRequest,
     LLMTurnInput,
     LLMTurnResult,
@@ -58,6 +60,8 @@ class LLMActivities:
         live = self._hub.open((turn.workflow_id, turn.turn, turn.step, attempt))
         try:
             async with heartbeating():
+                if turn.user_digest is not None:
+                    turn = await self._with_user_message(turn)
                 context = self._contexts.context_for(turn, read_chars)
                 if context is None:
                     context = await self._read_context(turn, read_chars)
@@ -99,6 +103,27 @@ class LLMActivities:
     def _policy(self, name: str) -> ToolPolicy:
         item = self._tools.get(name)
         return item.policy() if item is not None else ToolPolicy()
+
+    async def _with_user_message(self, turn: LLMTurnInput) -> LLMTurnInput:
+        """A long user message comes by reference (history holds it once, in the send)."""
+        from workflows.session import ChatSessionWorkflow
+
+        handle = self._client.get_workflow_handle(turn.workflow_id, run_id=turn.run_id)
+        page = await handle.query(
+            ChatSessionWorkflow.history, HistoryRequest(after=turn.upto_seq - 1, limit=1)
+        )
+        message = page.messages[0] if page.messages else None
+        if message is None or message.seq != turn.upto_seq:
+            raise ApplicationError(
+                f"message {turn.upto_seq} is not in run {turn.run_id}", type="ContextMissing"
+            )  # retryable: a worker that answers queries may come back
+        if digest(message.content) != turn.user_digest:
+            raise ApplicationError(
+                f"message {turn.upto_seq} does not match its digest",
+                type="ContextMissing",
+                non_retryable=True,
+            )
+        return turn.model_copy(update={"user_message": message.content, "user_digest": None})
 
     async def _read_context(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage]:
         # Imported here: the workflow module is only needed for its query's name and types.

@@ -20,6 +20,7 @@ from api.errors import ApiError
 from common.ids import workflow_id
 from common.model_windows import ModelWindow
 from tests.conftest import scripted_settings, terminate_sessions, time_skipping_env
+from tests.payloads import payloads_in
 from tests.test_session_workflow import OWNER, Harness, assert_turns_in_order
 from worker.build import build_worker
 from workflows.messages import (
@@ -364,3 +365,21 @@ async def wait_for_turns(ts: Harness, session_id: str, turns: int) -> SessionSta
             return status
         await asyncio.sleep(0.05)
     raise AssertionError(f"the session never answered {turns} turns")
+
+
+async def test_long_texts_are_written_to_history_once(ts: Harness) -> None:
+    """A long message is in the send only, its reply in the model call's result only: the
+    activity and the gateway read them by query."""
+    session_id = await ts.create()
+    text = "long " + "x" * 2_000
+    reply = await ts.say(session_id, text, message_id="long")
+    assert reply.content == f"echo: {text}"
+    short = await ts.say(session_id, "short one", message_id="short")
+    assert short.content == "echo: short one"
+    history = await ts.env.client.get_workflow_handle(
+        workflow_id(OWNER, session_id)
+    ).fetch_history()
+    raw = b"".join(p.data for e in history.events for p in payloads_in(e)).decode()
+    assert raw.count("x" * 2_000) == 2  # the message once, and once inside its reply
+    assert raw.count("echo: short one") == 2  # short texts stay inline: result and update
+    assert raw.count("short one") == 4  # and the short message in the send and the call

@@ -267,8 +267,9 @@ class PreviousSessionRequest(BaseModel):
 class Reply(BaseModel):
     message_id: str
     reply: ChatMessage | None = Field(
-        description="Null only for a resend of a message answered so long ago that the "
-        "session's current run no longer holds it: read it at `reply_seq` through history."
+        description="Null for a long reply (history holds its text once, in the model call's "
+        "result) or a resend answered so long ago that the current run no longer holds it: "
+        "read it at `reply_seq` through history."
     )
     reply_seq: int | None = None
 
@@ -412,6 +413,11 @@ class LLMTurnInput(BaseModel):
     upto_seq: int
     model: str
     user_message: str = ""
+    user_digest: str | None = Field(
+        default=None,
+        description="Set instead of `user_message` when the message is long: the activity "
+        "reads it by query, so history holds its text once (in the send).",
+    )
     system_prompt: str | None = Field(
         default=None, description="Sent on a session's first turn only, which needs no query."
     )

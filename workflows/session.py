@@ -94,6 +94,10 @@ COMPACTION_PAUSE_TURNS = 10  # after a failed compaction, turns before the next 
 MAX_HISTORY_PAGE = 500
 MAX_IMPORT_BATCH = 500  # messages per `import_messages` update
 IMPORT_CHARS_PER_RUN = 1_000_000  # an import continues as new past this, like turns do
+INLINE_CHARS = 512
+"""Longer texts are written to history once: a long user message is not repeated in the
+model call's input (the activity reads it by query), a long reply not in the send's result
+(the gateway reads it by query)."""
 # Resends of a message are recognised this far back once the message is no longer held.
 MAX_ANSWERED_IDS = 2_000
 
@@ -368,7 +372,10 @@ class ChatSessionWorkflow:
                 turn=turn,
                 upto_seq=user.seq if first else self._transcript.last_seq,
                 model=model,
-                user_message=item.content if first else "",
+                user_message=item.content if first and len(item.content) <= INLINE_CHARS else "",
+                user_digest=(
+                    digest(item.content) if first and len(item.content) > INLINE_CHARS else None
+                ),
                 system_prompt=self._config.system_prompt if user.seq == 1 else None,
                 previous_digest=(
                     digest(previous.content) if previous and previous.error is None else None
@@ -589,9 +596,10 @@ class ChatSessionWorkflow:
             raise self._full_error()
         self._accept(msg)
         await workflow.wait_condition(lambda: msg.message_id in self._reply_seq)
+        reply = self._reply_to(msg.message_id)
         return Reply(
             message_id=msg.message_id,
-            reply=self._reply_to(msg.message_id),
+            reply=reply if reply is None or len(reply.content) <= INLINE_CHARS else None,
             reply_seq=self._reply_seq[msg.message_id],
         )
 
