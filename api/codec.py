@@ -302,10 +302,14 @@ def allowed_origins(settings: Settings) -> list[str]:
     return [f"{ui.scheme}://{ui.netloc}"]
 
 
+IMPORT_PATH = "/v1/sessions/import"
+
+
 class RequestLimits:
     """Body limits and CORS by path: `/codec/*` may be called from the Temporal UI's pages and
-    takes bodies up to `codec_max_request_bytes`; every other path keeps the API's own limit
-    (`max_request_bytes`) and allows no cross-origin calls."""
+    takes bodies up to `codec_max_request_bytes`; an import takes a whole exported session
+    (`max_import_bytes`); every other path keeps the API's own limit (`max_request_bytes`)
+    and allows no cross-origin calls."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.codec = CORSMiddleware(
@@ -319,10 +323,13 @@ class RequestLimits:
             max_age=600,
         )
         self.api = BodySizeLimit(app, settings.max_request_bytes)
+        self.imports = BodySizeLimit(app, settings.max_import_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX + "/"):
             await self.codec(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == IMPORT_PATH:
+            await self.imports(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 

@@ -10,6 +10,7 @@ from api.deps import ServiceDep, SettingsDep, StreamsDep, ToolsDep
 from api.errors import ApiError
 from api.export import batches, fork_end, json_export, markdown_export
 from api.export import messages as export_messages
+from api.importing import check_import
 from api.limits import (
     check_content,
     check_model,
@@ -21,6 +22,7 @@ from api.schemas import (
     CreateSession,
     ErrorBody,
     ForkSession,
+    ImportSession,
     MessagePage,
     MessagePending,
     MessageReply,
@@ -34,7 +36,7 @@ from api.schemas import (
 from api.service import SessionService
 from api.session_config import session_config
 from api.streaming import resume_point
-from common.ids import is_valid_id, new_id
+from common.ids import ID_PATTERN, is_valid_id, new_id
 from workflows.messages import (
     ImportDone,
     RecordedToolCall,
@@ -202,6 +204,26 @@ async def fork_session(
         user, fork_id, config, batches(kept), ImportDone(summary=summary, usage=usage)
     )
     return _created(service, user, fork_id, config)
+
+
+@router.post("/sessions/import", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+async def import_session(
+    body: ImportSession,
+    user: CurrentUser,
+    service: ServiceDep,
+    settings: SettingsDep,
+    tools: ToolsDep,
+    session_id: Annotated[
+        str | None,
+        Query(pattern=ID_PATTERN, description="The new session's id; random if omitted."),
+    ] = None,
+) -> SessionCreated:
+    """A new session from a JSON export (`GET /v1/sessions/{id}/export`), with its settings,
+    summary, usage and every message; it takes new messages once all are in."""
+    config, parts, done = check_import(settings, tools, body)
+    new_session = session_id or new_id()
+    await service.import_session(user, new_session, config, parts, done)
+    return _created(service, user, new_session, config)
 
 
 @router.delete("/sessions/{session_id}", tags=["sessions"])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.ids import ID_PATTERN
 from tools.registry import ToolDefinition
-from workflows.messages import BusyPolicy, ChatMessage, SessionState
+from workflows.messages import BusyPolicy, ChatMessage, SessionState, Summary, Usage
 
 
 class CreateSession(BaseModel):
@@ -164,3 +164,28 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str = Field(examples=["session 'trip-planning-42' not found"])
+
+
+class ExportedSettings(BaseModel):
+    """The `session` part of an export: the settings a re-imported copy starts with."""
+
+    session_id: str | None = Field(
+        default=None, description="The exported session's id; the copy gets a new one."
+    )
+    model: str
+    system_prompt: str | None = None
+    inactivity_timeout_seconds: int | None = None
+    tools: list[str] = Field(default_factory=list)
+    busy_policy: BusyPolicy = "queue"
+
+
+class ImportSession(BaseModel):
+    """A JSON export (`GET /v1/sessions/{id}/export`) as it was written."""
+
+    format: Literal["durable-chat-session"]
+    version: Literal[1]
+    exported_at: datetime | None = None
+    session: ExportedSettings
+    summary: Summary | None = None
+    usage: Usage = Field(default_factory=Usage)
+    messages: list[ChatMessage]

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     max_message_chars: int = 16_000
     max_system_prompt_chars: int = 8_000
     max_request_bytes: int = 256 * 1024
+    max_import_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        description="Body limit of POST /v1/sessions/import (a whole exported session).",
+    )
+    max_import_messages: int = Field(
+        default=100_000, ge=1, description="Messages one import may hold."
+    )
     default_inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
     max_inactivity_timeout_seconds: int = 30 * 24 * 60 * 60
     max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN

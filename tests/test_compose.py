@@ -62,6 +62,8 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "max_message_chars": ("default", (GATEWAY,)),
     "max_system_prompt_chars": ("default", (GATEWAY,)),
     "max_request_bytes": ("default", (GATEWAY,)),
+    "max_import_bytes": ("default", (GATEWAY,)),
+    "max_import_messages": ("default", (GATEWAY,)),
     "default_inactivity_timeout_seconds": ("default", (GATEWAY,)),
     "max_inactivity_timeout_seconds": ("default", (GATEWAY,)),
     "max_turns_per_run": ("default", (GATEWAY,)),  # the workflow gets it in its input
