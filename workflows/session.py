@@ -170,6 +170,7 @@ class ChatSessionWorkflow:
         self._interrupted_by: str | None = None  # the message that cancelled this turn's call
         self._summary: Summary | None = None  # compaction's summary of the older messages
         self._compact_upto: int | None = None  # set when messages up to it should be summarised
+        self._compaction: asyncio.Task[Summary | None] | None = None  # running beside turns
         self._no_compaction_before = 0  # the turn after which compaction may be tried again
         self._last_turn_usage: Usage | None = None
         self._importing = inp.importing
@@ -213,11 +214,20 @@ class ChatSessionWorkflow:
     async def _serve(self) -> None:
         """Run turns until the session ends or expires; continue as new when due."""
         while True:
-            if self._compact_upto is not None:
-                await self._compact(self._compact_upto)
+            if self._compaction is not None and self._compaction.done():
+                self._adopt_summary(self._compaction.result())
+                continue
+            if self._compact_upto is not None and self._compaction is None:
+                upto, self._compact_upto = self._compact_upto, None
+                self._compaction = asyncio.create_task(self._compact(upto))
                 continue
             if self._queue and not self._importing:
                 await self._run_turn(self._queue.popleft())
+                continue
+            if self._compaction is not None and (
+                self._end_requested or self._continue_as_new_due()
+            ):
+                await self._compaction  # its summary goes with the session
                 continue
             if self._end_requested:
                 self._set_state("ended")
@@ -254,7 +264,8 @@ class ChatSessionWorkflow:
                     or self._end_requested
                     or self._alarm.done()
                     or (self._importing and self._continue_as_new_due())
-                    or self._compact_upto is not None
+                    or (self._compact_upto is not None and self._compaction is None)
+                    or (self._compaction is not None and self._compaction.done())
                 )
             )
 
@@ -413,15 +424,15 @@ class ChatSessionWorkflow:
         if result.dropped_tokens >= self._config.compaction_threshold * result.prompt_budget:
             self._compact_upto = max(self._compact_upto or 0, result.context_from_seq - 1)
 
-    async def _compact(self, upto: int) -> None:
-        """Summarise messages after the current summary up to `upto`, between turns.
+    async def _compact(self, upto: int) -> Summary | None:
+        """A new running summary covering messages up to `upto`, or None if that failed.
 
-        Messages sent meanwhile queue as usual. A failure leaves the session as it was (the
-        prompt just holds fewer messages) and pauses compaction for a few turns."""
-        self._compact_upto = None
+        It runs beside turns (a message never waits for it); its summary is adopted between
+        turns. A failure leaves the session as it was (the prompt just holds fewer messages)
+        and pauses compaction for a few turns."""
         since = self._summary.upto_seq if self._summary else 0
         if upto <= since:
-            return
+            return None
         model = self._config.compaction_model or self._config.model
         try:
             result: SummaryResult = await workflow.execute_activity(
@@ -443,15 +454,22 @@ class ChatSessionWorkflow:
         except ActivityError as err:
             workflow.logger.warning("compaction of messages %d-%d failed: %s", since + 1, upto, err)
             self._no_compaction_before = self._turns + COMPACTION_PAUSE_TURNS
-            return
-        self._summary = Summary(
+            return None
+        return Summary(
             text=result.text,
             upto_seq=min(result.upto_seq or upto, upto),
             created_at=workflow.now(),
             model=result.model,
             usage=result.usage,
         )
-        self._usage = self._usage.plus(result.usage)
+
+    def _adopt_summary(self, summary: Summary | None) -> None:
+        self._compaction = None
+        if summary is None:
+            return
+        self._summary = summary
+        if summary.usage is not None:
+            self._usage = self._usage.plus(summary.usage)
         workflow.set_current_details(self._details())
 
     def _last_result_digests(self) -> list[str]:
