@@ -7,7 +7,13 @@ Fields are only ever added (with defaults), never renamed, so running sessions k
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    computed_field,
+    model_serializer,
+)
 
 Role = Literal["system", "user", "assistant", "tool"]
 BusyPolicy = Literal["queue", "reject", "interrupt"]
@@ -23,6 +29,22 @@ DEFAULT_MAX_TURNS_PER_RUN = 250
 DEFAULT_MAX_TOOL_STEPS = 8
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 15 * 60
 MAX_TOOLS_PER_SESSION = 64
+
+
+class Compact(BaseModel):
+    """Written without the fields that hold their defaults (decoding restores them): for the
+    models that every turn writes into history, where empty fields are bytes paid per turn."""
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        for name, field in type(self).model_fields.items():
+            if name in data and not field.is_required():
+                if getattr(self, name) == field.get_default(call_default_factory=True):
+                    del data[name]
+        return data
 
 
 class Usage(BaseModel):
@@ -145,7 +167,7 @@ class SessionConfig(BaseModel):
     )
 
 
-class SendMessage(BaseModel):
+class SendMessage(Compact):
     """A user message, by signal (`send_message`) or update (`send_message_and_wait`)."""
 
     message_id: str
@@ -264,7 +286,7 @@ class PreviousSessionRequest(BaseModel):
     run_id: str | None = None
 
 
-class Reply(BaseModel):
+class Reply(Compact):
     message_id: str
     reply: ChatMessage | None = Field(
         description="Null for a long reply (history holds its text once, in the model call's "
@@ -399,7 +421,7 @@ class LLMContextRequest(BaseModel):
     max_chars: int
 
 
-class LLMTurnInput(BaseModel):
+class LLMTurnInput(Compact):
     """Carries only this turn's new message, never the transcript.
 
     Passing the whole transcript into every turn would make history grow with the square of
@@ -442,7 +464,7 @@ class LLMTurnInput(BaseModel):
     )
 
 
-class LLMTurnResult(BaseModel):
+class LLMTurnResult(Compact):
     content: str
     model: str
     usage: Usage
