@@ -138,13 +138,13 @@ async def test_an_expired_long_session_resumes_and_pages_end_to_end(ts: Harness)
     assert_turns_in_order(history)
 
 
-async def test_signals_during_continue_as_new_with_a_tail_are_all_answered(ts: Harness) -> None:
-    session_id = await ts.create(max_turns_per_run=1, carry_max_chars=1_000, compaction=False)
+async def test_signals_during_continue_as_new_with_a_tail_are_all_answered(dev: Harness) -> None:
+    session_id = await dev.create(max_turns_per_run=1, carry_max_chars=1_000, compaction=False)
     for i in range(6):
         msg = SendMessage(message_id=f"s{i}", content=f"{i} " + "v" * 450)
-        await ts.service.send(OWNER, session_id, msg)
-    await ts.say(session_id, "last", message_id=f"u{uuid.uuid4().hex[:6]}")
-    history = await read_all(ts, session_id, limit=50)
+        await dev.service.send(OWNER, session_id, msg)
+    await dev.say(session_id, "last", message_id=f"u{uuid.uuid4().hex[:6]}")
+    history = await read_all(dev, session_id, limit=50)
     assert [m.id for m in history if m.role == "user"][:6] == [f"s{i}" for i in range(6)]
     assert_turns_in_order(history)
 
