@@ -316,7 +316,9 @@ async def test_compaction_under_concurrent_sends_keeps_every_message(dev: Harnes
         for e in run.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert events.count("summarize_history") >= 1
+    # Every few turns, not every turn: a call measured against a summary being replaced
+    # asks for nothing.
+    assert 1 <= events.count("summarize_history") <= 6, events.count("summarize_history")
 
     # The next prompt: system summary, then only messages after what the summary covers.
     handle = dev.env.client.get_workflow_handle(wf_id)

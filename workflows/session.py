@@ -413,9 +413,13 @@ class ChatSessionWorkflow:
             self._model_call = None
 
     def _note_context(self, result: LLMTurnResult) -> None:
-        """Ask for compaction once enough messages have fallen out of the prompt unsummarised."""
+        """Ask for compaction once enough messages have fallen out of the prompt unsummarised.
+
+        Not while one runs: this call was measured against the summary it will replace (its
+        summary is adopted only between turns, so the next turn measures afresh)."""
         if (
             not self._config.compaction
+            or self._compaction is not None
             or result.context_from_seq is None
             or result.prompt_budget <= 0
             or self._turns < self._no_compaction_before
