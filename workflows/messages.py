@@ -41,9 +41,12 @@ class Compact(BaseModel):
         if not isinstance(data, dict):
             return data
         for name, field in type(self).model_fields.items():
-            if name in data and not field.is_required():
-                if getattr(self, name) == field.get_default(call_default_factory=True):
-                    del data[name]
+            if (
+                name in data
+                and not field.is_required()
+                and getattr(self, name) == field.get_default(call_default_factory=True)
+            ):
+                del data[name]
         return data
 
 
