@@ -202,6 +202,21 @@ class Settings(BaseSettings):
         default=None, description="The key new payloads are sealed with; needed with 2+ keys."
     )
 
+    # External payload storage (common/payload_store.py)
+    payload_store_dir: Path | None = Field(
+        default=None,
+        description="Directory where payloads over payload_store_threshold_bytes are kept, "
+        "history holding only a reference; unset: every payload goes to Temporal inline. The "
+        "gateway and every worker must see the same directory (one host or a shared "
+        "filesystem), and it must be kept as long as Temporal keeps the histories.",
+    )
+    payload_store_threshold_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Payloads this size or larger (after encryption) go to payload_store_dir.",
+    )
+
     # Codec endpoint: decrypted history for the Temporal UI and CLI (see api/codec.py)
     codec_token_secret: SecretStr | None = Field(
         default=None,
@@ -225,7 +240,13 @@ class Settings(BaseSettings):
         "address the request came to.",
     )
 
-    @field_validator("encryption_key_id", "codec_token_secret", "gateway_public_url", mode="before")
+    @field_validator(
+        "encryption_key_id",
+        "codec_token_secret",
+        "gateway_public_url",
+        "payload_store_dir",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`VAR: ${VAR:-}` in docker-compose passes an empty string for "not set"."""

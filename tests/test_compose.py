@@ -117,6 +117,8 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "graceful_shutdown_seconds": ("default", BOTH_WORKERS),  # below stop_grace_period
     "encryption_keys": ("secret", ALL),
     "encryption_key_id": ("operator", ALL),  # needed once there are two keys
+    "payload_store_dir": ("default", ALL),
+    "payload_store_threshold_bytes": ("default", ALL),
     "codec_token_secret": ("secret", (GATEWAY,)),
     "codec_allowed_origins": ("default", (GATEWAY,)),  # the origin of temporal_ui_url
     "codec_max_request_bytes": ("default", (GATEWAY,)),
