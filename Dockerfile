@@ -14,7 +14,10 @@ RUN make install PY=python3.11
 FROM ${PYTHON_IMAGE}
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin chat
+    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin chat \
+    && install -d -o 10001 -g 10001 /data/payloads
+# /data/payloads: the payload store's mount point (docker-compose.yml); a new named volume
+# takes this directory's owner, so the non-root user can write there.
 WORKDIR /app
 # The same path as in the build stage: a virtualenv's scripts name their interpreter by path.
 COPY --from=build /app/.venv /app/.venv

@@ -3,8 +3,8 @@
 Starts the Temporal dev server (SQLite file under .data/, Web UI, search attributes), one
 worker and the gateway; prints the URLs and a development API key; Ctrl-C stops everything.
 State lives in .data/, so starting again keeps every session. Payloads are encrypted with a key
-kept in .data/ too, and the Web UI decrypts the dev user's sessions through the gateway's codec
-endpoint (api/codec.py).
+kept in .data/ too; those over 64 KiB are files in .data/payloads/ that history refers to.
+The Web UI decrypts the dev user's sessions through the gateway's codec endpoint (api/codec.py).
 """
 
 import json
@@ -45,6 +45,7 @@ def main() -> int:
     env.setdefault("CHAT_TEMPORAL_ADDRESS", address)
     env.setdefault("CHAT_TEMPORAL_UI_URL", f"http://localhost:{UI_PORT}")
     encryption = _dev_encryption(env, settings)
+    payloads = _dev_payload_store(env, settings)
     ui_codec_user, ui_codec_args = _dev_ui_codec(env, settings)
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -97,6 +98,7 @@ def main() -> int:
         _wait_for_port(settings.gateway_port, procs[-1], "gateway")
         _banner(key, settings.gateway_port)
         print(f"  Encryption  {encryption}")
+        print(f"  Payloads    {payloads}")
         if ui_codec_user:
             print(f'  Codec       the Temporal UI decrypts the sessions of "{ui_codec_user}"')
         print(flush=True)
@@ -163,6 +165,17 @@ def _dev_encryption(env: dict[str, str], settings: Settings) -> str:
     env["CHAT_ENCRYPTION_KEYS"] = json.dumps({DEV_ENCRYPTION_KEY_ID: key})
     env["CHAT_ENCRYPTION_KEY_ID"] = DEV_ENCRYPTION_KEY_ID
     return f"payloads sealed with the key in {DATA / 'encryption-key'} (keep it with the data)"
+
+
+def _dev_payload_store(env: dict[str, str], settings: Settings) -> str:
+    """Large payloads in .data/payloads, unless CHAT_PAYLOAD_STORE_DIR is set. Like the key,
+    it belongs with .data/temporal.db: history refers to its files."""
+    size = f"{settings.payload_store_threshold_bytes // 1024} KiB"
+    if settings.payload_store_dir is not None:
+        return f"from {size} kept in {settings.payload_store_dir}"
+    directory = DATA / "payloads"
+    env["CHAT_PAYLOAD_STORE_DIR"] = str(directory.resolve())
+    return f"from {size} kept in {directory} (keep it with the data)"
 
 
 def _dev_ui_codec(env: dict[str, str], settings: Settings) -> tuple[str | None, list[str]]:

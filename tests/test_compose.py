@@ -117,8 +117,8 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "graceful_shutdown_seconds": ("default", BOTH_WORKERS),  # below stop_grace_period
     "encryption_keys": ("secret", ALL),
     "encryption_key_id": ("operator", ALL),  # needed once there are two keys
-    "payload_store_dir": ("default", ALL),
-    "payload_store_threshold_bytes": ("default", ALL),
+    "payload_store_dir": ("wired", ALL),  # a volume every process mounts at the same path
+    "payload_store_threshold_bytes": ("default", ALL),  # 64 KiB: far below 512 KB
     "codec_token_secret": ("secret", (GATEWAY,)),
     "codec_allowed_origins": ("default", (GATEWAY,)),  # the origin of temporal_ui_url
     "codec_max_request_bytes": ("default", (GATEWAY,)),
@@ -512,6 +512,22 @@ def test_temporal_healthcheck_and_dynamic_config() -> None:
     postgres = services()["postgresql"]
     volume, path = postgres["volumes"][0].split(":")
     assert volume in compose()["volumes"] and path == "/var/lib/postgresql/data"
+
+
+def test_every_process_shares_one_payload_store() -> None:
+    """Large payloads are files a process writes and any other may read (a turn's result from
+    a model worker, a carried state read by the next session worker, a query by the gateway)."""
+    directory = {str(settings_of(s, operator_env()).payload_store_dir) for s in ALL}
+    assert len(directory) == 1 and None not in directory
+    (path,) = directory
+    for service in ALL:
+        assert services()[service]["volumes"] == [f"chat-payloads:{path}"], service
+    assert "chat-payloads" in compose()["volumes"]
+    # A new named volume copies the image directory's owner: the user the processes run as.
+    (user,) = {a.split(":")[0] for i, a in dockerfile() if i == "USER"}
+    assert any(
+        i == "RUN" and f"install -d -o {user} -g {user} {path}" in a for i, a in dockerfile()
+    )
 
 
 def test_workers_finish_their_turns_before_being_killed() -> None:

@@ -28,6 +28,7 @@ from common.ids import workflow_id
 from common.payload_store import CLAIM_KEY, FilePayloadStore, PayloadStoreError
 from common.settings import Settings
 from common.temporal_client import data_converter
+from devstack import __main__ as devstack
 from tests.processes import Gateway, new_session, serving, stack_env
 from workflows.messages import CarriedState, SessionInput
 
@@ -107,6 +108,18 @@ def test_store_settings() -> None:
     for bad in (100, 600 * 1024):
         with pytest.raises(ValueError, match="payload_store_threshold_bytes"):
             Settings(_env_file=None, payload_store_threshold_bytes=bad)
+
+
+def test_make_run_keeps_payloads_with_its_data() -> None:
+    env: dict[str, str] = {}
+    said = devstack._dev_payload_store(env, Settings(_env_file=None))
+    path = Path(env["CHAT_PAYLOAD_STORE_DIR"])
+    assert path.is_absolute() and path == (devstack.DATA / "payloads").resolve()
+    assert "64 KiB" in said
+    configured = Settings(_env_file=None, payload_store_dir="/srv/payloads")
+    env = {}
+    assert devstack._dev_payload_store(env, configured).endswith("/srv/payloads")
+    assert env == {}, "a configured directory is left as it is"
 
 
 # ---- real processes -------------------------------------------------------------------------
