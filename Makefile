@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.lock | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption bench-long bench-chaos bench-scale lock record-histories browser clean
+.PHONY: install run test test-fast lint format typecheck bench bench-tools bench-stream bench-encryption bench-carry bench-long bench-chaos bench-scale lock record-histories browser clean
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ bench-scale: install
 
 bench-encryption: install
 	$(BIN)/python -m bench.encryption
+
+## History bytes of one run boundary carrying ~150 KB, payload store off and on.
+bench-carry: install
+	$(BIN)/python -m bench.carry
 
 record-histories: install
 	$(BIN)/python -m tests.record_histories
