@@ -302,7 +302,7 @@ def allowed_origins(settings: Settings) -> list[str]:
     return [f"{ui.scheme}://{ui.netloc}"]
 
 
-IMPORT_PATH = "/v1/sessions/import"
+IMPORT_PATH = "/v1/imports"
 
 
 class RequestLimits:

@@ -1,6 +1,9 @@
 """Import of a JSON export as a new session: every check happens here, before Temporal sees
 a message, so a refused import leaves nothing behind."""
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
 from api.errors import ApiError
 from api.export import batches
 from api.limits import check_model, check_system_prompt, check_timeout, check_tools
@@ -10,6 +13,15 @@ from common.ids import ID_PATTERN, is_valid_id
 from common.settings import Settings
 from tools.registry import ToolRegistry
 from workflows.messages import MAX_CONTENT_CHARS, ImportBatch, ImportDone, SessionConfig
+
+
+def strictly(document: ImportSession, raw: bytes) -> ImportSession:
+    """The body again, validated strictly: an export has exact types (no "5" for 5), and a
+    lax reading would take a document the schema refuses."""
+    try:
+        return ImportSession.model_validate_json(raw, strict=True)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors(include_url=False)) from err
 
 
 def check_import(

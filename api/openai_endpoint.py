@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,7 +87,7 @@ class InputMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -120,13 +120,13 @@ class ChatCompletionRequest(BaseModel):
         "session keeps the conversation), but for `system`/`developer` messages, which set "
         "the system prompt of a session this request creates.",
     )
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(
         default=None,
         description="Names the session when the `X-Session-Id` header is absent.",
     )
-    n: int | None = Field(default=None, description="Only 1 is supported.")
+    n: StrictInt | None = Field(default=None, description="Only 1 is supported.")
     tools: list[dict[str, Any]] | None = Field(
         default=None, description="Not supported: the session's own tools run server-side."
     )

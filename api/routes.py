@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from api.auth import CurrentUser
@@ -10,7 +10,7 @@ from api.deps import ServiceDep, SettingsDep, StreamsDep, ToolsDep
 from api.errors import ApiError
 from api.export import batches, fork_end, json_export, markdown_export
 from api.export import messages as export_messages
-from api.importing import check_import
+from api.importing import check_import, strictly
 from api.limits import (
     check_content,
     check_model,
@@ -206,9 +206,10 @@ async def fork_session(
     return _created(service, user, fork_id, config)
 
 
-@router.post("/sessions/import", status_code=status.HTTP_201_CREATED, tags=["sessions"])
+@router.post("/imports", status_code=status.HTTP_201_CREATED, tags=["sessions"])
 async def import_session(
     body: ImportSession,
+    request: Request,
     user: CurrentUser,
     service: ServiceDep,
     settings: SettingsDep,
@@ -219,8 +220,10 @@ async def import_session(
     ] = None,
 ) -> SessionCreated:
     """A new session from a JSON export (`GET /v1/sessions/{id}/export`), with its settings,
-    summary, usage and every message; it takes new messages once all are in."""
-    config, parts, done = check_import(settings, tools, body)
+    summary, usage and every message; it takes new messages once all are in.
+
+    Not under `/sessions/`: "import" is a valid session id there."""
+    config, parts, done = check_import(settings, tools, strictly(body, await request.body()))
     new_session = session_id or new_id()
     await service.import_session(user, new_session, config, parts, done)
     return _created(service, user, new_session, config)

@@ -17,6 +17,7 @@ from workflows.messages import BusyPolicy, ChatMessage, SessionState, Summary, U
 class CreateSession(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -70,7 +71,7 @@ class SessionCreated(BaseModel):
 
 
 class ForkSession(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     upto_seq: int = Field(
         ge=1,
@@ -85,6 +86,7 @@ class ForkSession(BaseModel):
 class PostMessage(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"content": "What is a good first day in Lisbon?", "message_id": "m-0001"}]
         },
@@ -138,7 +140,7 @@ class ToolList(BaseModel):
 
 class SessionTools(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"tools": ["calculate"]}]}
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"tools": ["calculate"]}]}
     )
 
     tools: list[str] = Field(
@@ -149,6 +151,7 @@ class SessionTools(BaseModel):
 class ToolCallDecision(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"approve": False, "reason": "Not that account."}]},
     )
 
@@ -169,6 +172,8 @@ class ErrorBody(BaseModel):
 class ExportedSettings(BaseModel):
     """The `session` part of an export: the settings a re-imported copy starts with."""
 
+    model_config = ConfigDict(extra="forbid")
+
     session_id: str | None = Field(
         default=None, description="The exported session's id; the copy gets a new one."
     )
@@ -181,6 +186,8 @@ class ExportedSettings(BaseModel):
 
 class ImportSession(BaseModel):
     """A JSON export (`GET /v1/sessions/{id}/export`) as it was written."""
+
+    model_config = ConfigDict(extra="forbid")
 
     format: Literal["durable-chat-session"]
     version: Literal[1]

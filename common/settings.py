@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = 256 * 1024
     max_import_bytes: int = Field(
         default=64 * 1024 * 1024,
-        description="Body limit of POST /v1/sessions/import (a whole exported session).",
+        description="Body limit of POST /v1/imports (a whole exported session).",
     )
     max_import_messages: int = Field(
         default=100_000, ge=1, description="Messages one import may hold."

@@ -115,7 +115,7 @@ async def test_an_export_imports_as_a_new_session_that_reads_the_same(
     for i in range(5):
         await say(alice, source, f"message {i} " + "i" * 300)
     document = await export_of(alice, source)
-    response = await alice.post("/v1/sessions/import", json=document)
+    response = await alice.post("/v1/imports", json=document)
     assert response.status_code == 201, response.text
     copy = response.json()["session_id"]
     assert copy != source and response.json()["system_prompt"] == "Be brief."
@@ -140,7 +140,7 @@ async def test_an_import_has_its_own_body_limit(alice: httpx.AsyncClient) -> Non
     document["messages"] = copies(document["messages"], 3)  # 18 messages, about 280 KB
     body = json.dumps(document)
     assert 256 * 1024 < len(body) < IMPORT_LIMIT
-    accepted = await alice.post("/v1/sessions/import", content=body, headers=JSON)
+    accepted = await alice.post("/v1/imports", content=body, headers=JSON)
     assert accepted.status_code == 201, accepted.text[:300]
     assert len(await messages(alice, accepted.json()["session_id"])) == 18
     padded = {**document, "summary": None, "exported_at": None}
@@ -148,7 +148,7 @@ async def test_an_import_has_its_own_body_limit(alice: httpx.AsyncClient) -> Non
     padded["messages"] = copies(document["messages"][:6], 6)  # about 560 KB
     padded["messages"] += padded["messages"][:6]  # a duplicate: never checked, too large
     refused = await alice.post(
-        "/v1/sessions/import",
+        "/v1/imports",
         params={"session_id": "too-big"},
         content=json.dumps(padded),
         headers=JSON,
@@ -184,21 +184,19 @@ async def test_a_bad_import_says_what_is_wrong_and_stores_nothing(
     ]
     for index, (document, code, words) in enumerate(cases):
         new_id = f"bad-import-{index}"
-        response = await alice.post(
-            "/v1/sessions/import", params={"session_id": new_id}, json=document
-        )
+        response = await alice.post("/v1/imports", params={"session_id": new_id}, json=document)
         assert response.status_code == code, (index, response.text[:300])
         assert words in response.text, (index, response.text[:300])
         assert (await alice.get(f"/v1/sessions/{new_id}")).status_code == 404
     # An id the caller already uses is a conflict; another user's same id is their own.
-    taken = await alice.post("/v1/sessions/import", params={"session_id": source}, json=good)
+    taken = await alice.post("/v1/imports", params={"session_id": source}, json=good)
     assert taken.status_code == 409
-    mine = await bob.post("/v1/sessions/import", params={"session_id": source}, json=good)
+    mine = await bob.post("/v1/imports", params={"session_id": source}, json=good)
     assert mine.status_code == 201, mine.text
     assert await messages(bob, source) == good["messages"]
     assert await messages(alice, source) == good["messages"]
     assert (
-        await bob.post("/v1/sessions/import", json=good, headers={"Authorization": ""})
+        await bob.post("/v1/imports", json=good, headers={"Authorization": ""})
     ).status_code == 401
 
 
