@@ -26,6 +26,7 @@ from workflows.messages import (
     ContextMessage,
     SummaryResult,
 )
+from workflows.metrics import model_error_class, record_model_error
 
 SUMMARY_MAX_TOKENS = 400
 SUMMARY_MAX_CHARS = 4 * SUMMARY_MAX_TOKENS  # a model that ignores max_tokens is cut here
@@ -83,6 +84,7 @@ class CompactionActivities:
         try:
             provider_name, model_name = split_model(req.model)
         except ValueError as err:
+            record_model_error(activity.metric_meter(), req.model, model_error_class(None, True))
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
         try:
             async with heartbeating():
@@ -99,6 +101,7 @@ class CompactionActivities:
                     )
                 )
         except ProviderError as err:
+            record_model_error(activity.metric_meter(), req.model, model_error_class(err.status))
             raise provider_failure(err) from err
         covered = next((m.seq for m in reversed(source.messages) if m.seq is not None), None)
         return SummaryResult(

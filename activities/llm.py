@@ -2,6 +2,9 @@
 provider, and decides retries once, at this boundary (activities/failures.py).
 """
 
+import time
+from typing import Any
+
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -13,6 +16,7 @@ from activities.prompt_window import TokenCounts, Window
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from activities.providers.base import OnDelta
 from activities.stream_hub import LiveText, StreamHub
+from common.ids import parse_workflow_id
 from common.settings import Settings
 from tools.registry import ToolRegistry
 from workflows.context import digest
@@ -26,6 +30,7 @@ from workflows.messages import (
     ToolPolicy,
     ToolSpec,
 )
+from workflows.metrics import model_error_class, record_model_error
 
 
 class LLMActivities:
@@ -50,11 +55,19 @@ class LLMActivities:
 
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
+        attempt = activity.info().attempt
+        context_fields = _log_context(turn, attempt)
+        activity.logger.info("model call started", extra=context_fields)
+        if turn.user_message:
+            activity.logger.debug(
+                "user message", extra={**context_fields, "text": turn.user_message}
+            )
+        started = time.monotonic()
         try:
             provider_name, model_name = split_model(turn.model)
         except ValueError as err:
+            record_model_error(activity.metric_meter(), turn.model, model_error_class(None, True))
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
-        attempt = activity.info().attempt
         window = Window(*self._settings.window_for(turn.model))
         read_chars = min(window.read_chars, self._settings.context_max_chars)
         live = self._hub.open((turn.workflow_id, turn.turn, turn.step, attempt))
@@ -77,12 +90,30 @@ class LLMActivities:
             live.finish(reply.content)
         except ProviderError as err:
             self._contexts.forget(turn)
+            error_class = model_error_class(err.status)
+            record_model_error(activity.metric_meter(), turn.model, error_class)
+            activity.logger.warning(
+                "model call failed",
+                extra={
+                    **context_fields,
+                    "error_type": error_class,
+                    "duration_ms": _ms_since(started),
+                },
+            )
             raise provider_failure(err) from err
         finally:
             live.fail()  # a no-op once finished; otherwise readers learn this attempt ended
         self._tokens.learn(turn.model, provider, prompt, reply.usage)
         calls = _unique_ids(reply.tool_calls, turn)
         self._contexts.remember(turn, context, reply.content, calls, max_chars=read_chars)
+        finished = {
+            **context_fields,
+            "duration_ms": _ms_since(started),
+            "prompt_tokens": reply.usage.prompt_tokens,
+            "completion_tokens": reply.usage.completion_tokens,
+        }
+        activity.logger.info("model call finished", extra=finished)
+        activity.logger.debug("model reply", extra={**finished, "text": reply.content})
         return LLMTurnResult(
             content=reply.content,
             model=turn.model,
@@ -134,6 +165,23 @@ class LLMActivities:
             ChatSessionWorkflow.llm_context,
             LLMContextRequest(upto_seq=turn.upto_seq, max_chars=max_chars),
         )
+
+
+def _log_context(turn: LLMTurnInput, attempt: int) -> dict[str, Any]:
+    """What every log line of a model call carries (never the conversation's text)."""
+    parsed = parse_workflow_id(turn.workflow_id)
+    return {
+        "session_id": parsed[1] if parsed else None,
+        "user": parsed[0] if parsed else None,
+        "turn": turn.turn,
+        "step": turn.step,
+        "attempt": attempt,
+        "model": turn.model,
+    }
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
 def _appender(live: LiveText) -> OnDelta:

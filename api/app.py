@@ -9,6 +9,7 @@ from temporalio.client import Client
 from api.codec import RequestLimits, redact_tokens_in_access_log
 from api.codec import router as codec_router
 from api.errors import install_error_handlers
+from api.metrics import install as install_metrics
 from api.openai_endpoint import install as install_openai_endpoint
 from api.routes import router
 from api.schemas import Health
@@ -27,7 +28,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.tools = configured_registry(settings)
-        app.state.sessions = SessionService(client or await connect(settings), settings)
+        temporal = client or await connect(settings)
+        app.state.sessions = SessionService(temporal, settings)
+        if metrics is not None:
+            metrics.client = temporal
         app.state.streams = LiveStreams(app.state.sessions, settings)
         yield
         await app.state.streams.aclose()
@@ -49,6 +53,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     # /v1/chat/completions and /v1/models; after RequestLimits, so that its 413s too get
     # the OpenAI error shape on those paths.
     install_openai_endpoint(app)
+    # Outermost: it sees every request and the status it finally got.
+    metrics = install_metrics(app, settings)
+    app.state.metrics = metrics  # api/errors.py counts Temporal failures there
     redact_tokens_in_access_log()
 
     @app.get("/healthz", tags=["health"])

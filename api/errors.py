@@ -87,24 +87,35 @@ def _retry_after(error: ApplicationError) -> dict[str, str] | None:
     return {"Retry-After": str(max(1, math.ceil(delay.total_seconds())))}
 
 
-async def _rpc_error(_: Request, exc: Exception) -> JSONResponse:
+def _count_temporal_error(request: Request, grpc_status: str, http_status: int) -> None:
+    metrics = getattr(request.app.state, "metrics", None)  # api/metrics.py, unless turned off
+    if metrics is not None:
+        metrics.temporal_error(grpc_status, http_status)
+
+
+async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RPCError)
     if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
-        return _json(429, "Temporal is rate limiting this session or namespace; retry shortly")
-    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return _json(503, "Temporal is not reachable right now; retry shortly")
-    if exc.status == RPCStatusCode.NOT_FOUND:
-        return _json(404, "session not found")
-    log.error("temporal rpc error %s: %s", exc.status, exc.message)
-    return _json(502, "Temporal refused the request")
+        status, detail = 429, "Temporal is rate limiting this session or namespace; retry shortly"
+    elif exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        status, detail = 503, "Temporal is not reachable right now; retry shortly"
+    elif exc.status == RPCStatusCode.NOT_FOUND:
+        status, detail = 404, "session not found"
+    else:
+        log.error("temporal rpc error %s: %s", exc.status, exc.message)
+        status, detail = 502, "Temporal refused the request"
+    _count_temporal_error(request, exc.status.name, status)
+    return _json(status, detail)
 
 
-async def _query_failed(_: Request, exc: Exception) -> JSONResponse:
+async def _query_failed(request: Request, exc: Exception) -> JSONResponse:
     log.error("query failed: %s", exc)
+    _count_temporal_error(request, "QUERY_FAILED", 503)
     return _json(503, "the session could not be read right now (is a worker running?)")
 
 
-async def _update_timed_out(_: Request, exc: Exception) -> JSONResponse:
+async def _update_timed_out(request: Request, exc: Exception) -> JSONResponse:
+    _count_temporal_error(request, "UPDATE_TIMED_OUT", 503)
     return _json(503, "the session did not answer in time; retry with the same message_id")
 
 

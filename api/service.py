@@ -181,8 +181,11 @@ class SessionService:
         """
         handle = await self._existing(owner, session_id)
         msg = await self._admit(owner, session_id, msg)
+        context = _log_context(owner, session_id, msg)
+        log.info("message sent", extra=context)
+        log.debug("message text", extra={**context, "text": msg.content})
         try:
-            return await asyncio.wait_for(
+            reply = await asyncio.wait_for(
                 self._update(handle, owner, session_id, msg),
                 timeout=self._settings.reply_wait_seconds,
             )
@@ -190,7 +193,13 @@ class SessionService:
             # An update not yet accepted may not be durable: make sure with a signal, which
             # the workflow de-duplicates by message id.
             await self._signal(handle, owner, session_id, msg)
+            log.info("reply not ready within the wait limit", extra=context)
             return None
+        answer = reply.reply
+        if answer is not None:
+            outcome = "ok" if answer.error is None else "error"
+            log.info("reply received", extra={**context, "turn": answer.turn, "outcome": outcome})
+        return reply
 
     async def _update(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> Reply:
         try:
@@ -226,6 +235,9 @@ class SessionService:
         handle = await self._existing(owner, session_id)
         await self._check_room(handle, msg)
         await self._signal(handle, owner, session_id, await self._admit(owner, session_id, msg))
+        context = _log_context(owner, session_id, msg)
+        log.info("message sent (reply fetched later)", extra=context)
+        log.debug("message text", extra={**context, "text": msg.content})
 
     async def _signal(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> None:
         try:
@@ -495,3 +507,8 @@ async def _model_of(run: WorkflowExecution) -> str | None:
         log.warning("session %s: memo unreadable by this gateway", run.id)
         return None
     return model
+
+
+def _log_context(owner: str, session_id: str, msg: SendMessage) -> dict[str, str]:
+    """What the gateway's log lines about a message carry (never its text: common/logs.py)."""
+    return {"user": owner, "session_id": session_id, "message_id": msg.message_id}

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.ids import is_valid_id
 from common.model_windows import ModelWindow, window_for
+from common.logs import LogFormat, LogLevel
 from workflows.messages import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     DEFAULT_INACTIVITY_TIMEOUT_SECONDS,
@@ -192,6 +193,40 @@ class Settings(BaseSettings):
     max_cached_workflows: int = 1000
     graceful_shutdown_seconds: float = 30.0
 
+    # Metrics and logs (README, "Metrics and logs")
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Where the worker serves Prometheus metrics (its own and the Temporal "
+        "SDK's); 0.0.0.0 for a scraper on another host.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The worker's Prometheus port (GET /metrics); unset: no metrics endpoint "
+        "(`make run` uses 9464).",
+    )
+    gateway_metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics on the gateway port, without "
+        "authentication: aggregate counts only, nothing per user or session.",
+    )
+    active_sessions_refresh_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="How often at most the gateway counts running sessions in Temporal's "
+        "visibility for the chat_active_sessions gauge (on a scrape, when older than this).",
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description="`text` for people, `json` (one object per line) for log collectors.",
+    )
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="DEBUG also logs the conversation's text (user messages and replies); "
+        "never set it where logs leave the machine.",
+    )
+
     # Encryption of everything Temporal stores (see common/encryption.py)
     encryption_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -245,12 +280,18 @@ class Settings(BaseSettings):
         "codec_token_secret",
         "gateway_public_url",
         "payload_store_dir",
+        "worker_metrics_port",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`VAR: ${VAR:-}` in docker-compose passes an empty string for "not set"."""
         return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("codec_token_secret")
     @classmethod

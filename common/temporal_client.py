@@ -9,6 +9,7 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
 )
+from temporalio.runtime import Runtime
 
 from common.encryption import EncryptionCodec, parse_key
 from common.payload_store import FilePayloadStore
@@ -40,9 +41,10 @@ def data_converter(settings: Settings) -> DataConverter:
     return converter
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        runtime=runtime,
     )

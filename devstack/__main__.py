@@ -29,6 +29,7 @@ UI_PORT = 8233
 # Closed sessions stay resumable for as long as Temporal keeps them (the namespace retention).
 RETENTION = "8760h"
 DEV_ENCRYPTION_KEY_ID = "dev"
+WORKER_METRICS_PORT = 9464  # the worker's Prometheus endpoint (the gateway's is /metrics)
 
 
 def main() -> int:
@@ -44,6 +45,7 @@ def main() -> int:
     address = f"127.0.0.1:{TEMPORAL_PORT}"
     env.setdefault("CHAT_TEMPORAL_ADDRESS", address)
     env.setdefault("CHAT_TEMPORAL_UI_URL", f"http://localhost:{UI_PORT}")
+    env.setdefault("CHAT_WORKER_METRICS_PORT", str(WORKER_METRICS_PORT))
     encryption = _dev_encryption(env, settings)
     payloads = _dev_payload_store(env, settings)
     ui_codec_user, ui_codec_args = _dev_ui_codec(env, settings)
@@ -99,6 +101,11 @@ def main() -> int:
         _banner(key, settings.gateway_port)
         print(f"  Encryption  {encryption}")
         print(f"  Payloads    {payloads}")
+        worker_metrics = env["CHAT_WORKER_METRICS_PORT"]
+        print(
+            f"  Metrics     http://127.0.0.1:{settings.gateway_port}/metrics (gateway), "
+            f"http://127.0.0.1:{worker_metrics}/metrics (worker)"
+        )
         if ui_codec_user:
             print(f'  Codec       the Temporal UI decrypts the sessions of "{ui_codec_user}"')
         print(flush=True)

@@ -123,6 +123,14 @@ PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
     "codec_allowed_origins": ("default", (GATEWAY,)),  # the origin of temporal_ui_url
     "codec_max_request_bytes": ("default", (GATEWAY,)),
     "gateway_public_url": ("operator", (GATEWAY,)),
+    # Metrics and logs: every worker replica serves Prometheus on the compose network; the
+    # gateway on its own port (/metrics), refreshing its session count at the default pace.
+    "worker_metrics_host": ("wired", BOTH_WORKERS),
+    "worker_metrics_port": ("wired", BOTH_WORKERS),
+    "gateway_metrics_enabled": ("default", (GATEWAY,)),
+    "active_sessions_refresh_seconds": ("default", (GATEWAY,)),
+    "log_format": ("wired", ALL),  # JSON lines, for a log collector
+    "log_level": ("operator", ALL),
 }
 
 # What the operator puts in .env (README, "Operating it").

@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         TurnViewRequest,
         Usage,
     )
+    from workflows.metrics import SessionMetrics, TurnOutcomeLabel
     from workflows.quota_messages import (
         RECORD_USAGE,
         SESSION_CLOSED,
@@ -137,6 +138,7 @@ class _TurnOutcome:
     usage: Usage | None
     error: str | None = None
     attempt: int | None = None
+    outcome: TurnOutcomeLabel = "ok"
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -175,6 +177,7 @@ class ChatSessionWorkflow:
         self._last_turn_usage: Usage | None = None
         self._importing = inp.importing
         self._imported_chars = 0  # in this run
+        self._metrics: SessionMetrics | None = None  # made on first use (workflows/metrics.py)
         if inp.carried is not None:
             self._restore(inp.carried)
             self._ready = True
@@ -306,6 +309,9 @@ class ChatSessionWorkflow:
             attempt=outcome.attempt,
         )
         self._reply_seq[item.message_id] = reply.seq
+        self._measured().turn(
+            outcome.outcome, outcome.model, reply.created_at - item.received_at, outcome.usage
+        )
         self._last_turn_usage = outcome.usage
         self._last_activity = workflow.now()
         self._state = "active"
@@ -332,8 +338,8 @@ class ChatSessionWorkflow:
                         "was done."
                     )
                     self._interrupted_by = None
-                    return _TurnOutcome("", model, usage, error)
-                return _TurnOutcome("", model, usage, _describe_failure(err))
+                    return _TurnOutcome("", model, usage, error, outcome="interrupted")
+                return _TurnOutcome("", model, usage, _describe_failure(err), outcome="error")
             model = result.model
             self._note_context(result)
             usage = result.usage if usage is None else usage.plus(result.usage)
@@ -349,6 +355,7 @@ class ChatSessionWorkflow:
                     "max_tool_steps) while the model still wanted tools; send another message "
                     "to let it continue.",
                     result.attempt,
+                    outcome="step_limit",
                 )
             await self._run_tools(item, turn, step, result)
         raise AssertionError("unreachable: the last step always returns")
@@ -474,7 +481,14 @@ class ChatSessionWorkflow:
         self._summary = summary
         if summary.usage is not None:
             self._usage = self._usage.plus(summary.usage)
+            self._measured().tokens(summary.model or self._config.model, summary.usage)
         workflow.set_current_details(self._details())
+
+    def _measured(self) -> SessionMetrics:
+        """The metric instruments; they record nothing while the workflow replays."""
+        if self._metrics is None:
+            self._metrics = SessionMetrics(workflow.metric_meter())
+        return self._metrics
 
     def _last_result_digests(self) -> list[str]:
         results: list[str] = []
