@@ -1,9 +1,10 @@
 """Metrics and logs through real worker and gateway processes on the dev server.
 
 A turn moves the worker's counters (ours and the Temporal SDK's, on one Prometheus endpoint)
-and the gateway's by exactly what it did; neither endpoint names a session, user or message;
-the JSON log lines of a turn carry its session id and turn, and hold the message text only at
-DEBUG.
+and the gateway's by exactly what it did; failed model calls count by error class; neither
+endpoint names a session, user or message; the JSON log lines of a turn carry its session id
+and turn, and hold the message text only at DEBUG. Temporal failures are counted as the HTTP
+status they became (in-process: a real Temporal server will not rate-limit on request).
 """
 
 import asyncio
@@ -18,8 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from api.errors import install_error_handlers
+from api.metrics import install as install_metrics
+from tests.conftest import scripted_settings
 from tests.processes import (
     ALICE_KEY,
     Gateway,
@@ -195,6 +201,28 @@ async def test_a_turn_moves_the_worker_and_gateway_counters(info_stack: Stack) -
     assert "process_cpu_seconds_total" in gateway_after
 
 
+async def test_failed_model_calls_count_by_error_class(info_stack: Stack) -> None:
+    """A 503 retried into a good reply, then a 400 that ends the turn with an error."""
+    before = await scrape(info_stack.worker_metrics)
+    _, retried = await one_turn(info_stack.gateway, "[[fail_once=503]] then fine")
+    assert retried["error"] is None and retried["attempt"] == 2
+    _, failed = await one_turn(info_stack.gateway, "[[fail=400]] never fine")
+    assert failed["error"] is not None
+    after = await scrape(info_stack.worker_metrics)
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("chat_model_errors", error_type="server_error", provider="scripted") == 1
+    assert delta("chat_model_errors", error_type="client_error", provider="scripted") == 1
+    assert delta("chat_model_errors") == 2
+    assert delta("chat_turns", outcome="ok") == 1
+    assert delta("chat_turns", outcome="error") == 1
+    assert delta("chat_turn_latency_count", outcome="error") == 1
+    logged = [line for line in info_stack.log_lines() if line["message"] == "model call failed"]
+    assert {line["error_type"] for line in logged} >= {"server_error", "client_error"}
+
+
 async def test_unknown_paths_and_errors_keep_labels_bounded(info_stack: Stack) -> None:
     gateway = info_stack.gateway
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as anonymous:
@@ -259,3 +287,31 @@ async def _lines_of(stack: Stack, session_id: str, last: str) -> list[dict[str, 
         if any(line["message"] == last for line in lines) or time.monotonic() > deadline:
             return lines
         await asyncio.sleep(0.1)
+
+
+async def test_temporal_failures_are_counted_as_the_status_they_became() -> None:
+    """The error handlers (api/errors.py) count what Temporal refused, by gRPC status."""
+    app = FastAPI()
+    install_error_handlers(app)
+    metrics = install_metrics(app, scripted_settings("unused"))
+    assert metrics is not None
+    app.state.metrics = metrics
+    statuses = {
+        "busy": RPCStatusCode.RESOURCE_EXHAUSTED,
+        "down": RPCStatusCode.UNAVAILABLE,
+        "late": RPCStatusCode.DEADLINE_EXCEEDED,
+    }
+
+    @app.get("/fails/{how}")
+    async def fails(how: str) -> None:
+        raise RPCError("refused", statuses[how], b"")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        answered = [(await client.get(f"/fails/{how}")).status_code for how in statuses]
+        assert answered == [429, 503, 503]
+        text = (await client.get("/metrics")).text
+    assert total(text, "chat_temporal_errors_total", grpc_status="RESOURCE_EXHAUSTED") == 1
+    assert total(text, "chat_temporal_errors_total", http_status="503") == 2
+    assert total(text, "chat_http_requests_total", route="/fails/{how}", status="4xx") == 1
+    assert total(text, "chat_http_requests_total", route="/fails/{how}", status="5xx") == 2
