@@ -12,8 +12,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.ids import is_valid_id
-from common.model_windows import ModelWindow, window_for
 from common.logs import LogFormat, LogLevel
+from common.model_windows import ModelWindow, window_for
 from workflows.messages import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     DEFAULT_INACTIVITY_TIMEOUT_SECONDS,
