@@ -4,7 +4,7 @@ The endpoint needs no API key, as scrapers expect, so everything in it is an agg
 all users: HTTP requests by route template (`/v1/sessions/{session_id}`, never the path a
 client sent), method and status class; Temporal failures by gRPC status and the HTTP status
 they became; the number of running sessions. No label holds a session id, user id, message id
-or model name. Turn out the endpoint with CHAT_GATEWAY_METRICS_ENABLED=false, or keep /metrics
+or model name. Turn the endpoint off with CHAT_GATEWAY_METRICS_ENABLED=false, or keep /metrics
 off the public route at the load balancer, if even traffic volumes are not for everyone.
 
 Each app has its own registry (tests build several apps in one process).
