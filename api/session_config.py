@@ -9,7 +9,7 @@ def session_config(settings: Settings, model: str, **chosen: object) -> SessionC
     values: dict[str, object] = {
         "model": model,
         "inactivity_timeout_seconds": settings.default_inactivity_timeout_seconds,
-        "max_turns_per_run": settings.max_turns_per_run,
+        "max_turns_per_run": settings.turns_per_run(),
         "max_tool_steps": settings.max_tool_steps,
         "approval_timeout_seconds": settings.tool_approval_timeout_seconds,
         "max_messages": settings.max_messages_per_session,

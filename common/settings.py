@@ -23,6 +23,7 @@ from workflows.messages import (
 from workflows.transcript import CARRY_MAX_CHARS
 
 PROVIDERS = ("local", "openai", "anthropic", "scripted")
+STORED_RUN_TURNS = 25
 
 
 def split_model(model: str) -> tuple[str, str]:
@@ -62,7 +63,14 @@ class Settings(BaseSettings):
     )
     default_inactivity_timeout_seconds: int = DEFAULT_INACTIVITY_TIMEOUT_SECONDS
     max_inactivity_timeout_seconds: int = 30 * 24 * 60 * 60
-    max_turns_per_run: int = DEFAULT_MAX_TURNS_PER_RUN
+    max_turns_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        description="Turns a run holds before it continues as new. Unset: "
+        f"{STORED_RUN_TURNS} with a payload store (a run's hand-over is then a reference, so "
+        "short runs cost little and an evicted session replays little), "
+        f"{DEFAULT_MAX_TURNS_PER_RUN} without (each hand-over writes the carried messages).",
+    )
     carry_max_chars: int = Field(
         default=CARRY_MAX_CHARS,
         ge=1_000,
@@ -281,6 +289,7 @@ class Settings(BaseSettings):
         "gateway_public_url",
         "payload_store_dir",
         "worker_metrics_port",
+        "max_turns_per_run",
         mode="before",
     )
     @classmethod
@@ -319,6 +328,11 @@ class Settings(BaseSettings):
         if len(self.encryption_keys) > 1:
             raise ValueError("with several CHAT_ENCRYPTION_KEYS, set CHAT_ENCRYPTION_KEY_ID")
         return next(iter(self.encryption_keys))
+
+    def turns_per_run(self) -> int:
+        if self.max_turns_per_run is not None:
+            return self.max_turns_per_run
+        return STORED_RUN_TURNS if self.payload_store_dir is not None else DEFAULT_MAX_TURNS_PER_RUN
 
     def window_for(self, model: str) -> tuple[int, int]:
         """(context tokens, reply tokens) of `model` (common/model_windows.py)."""

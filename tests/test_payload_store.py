@@ -26,11 +26,11 @@ from temporalio.testing import WorkflowEnvironment
 from common.encryption import ENCODING, new_key
 from common.ids import workflow_id
 from common.payload_store import CLAIM_KEY, FilePayloadStore, PayloadStoreError
-from common.settings import Settings
+from common.settings import STORED_RUN_TURNS, Settings
 from common.temporal_client import data_converter
 from devstack import __main__ as devstack
 from tests.processes import Gateway, new_session, serving, stack_env
-from workflows.messages import CarriedState, SessionInput
+from workflows.messages import DEFAULT_MAX_TURNS_PER_RUN, CarriedState, SessionInput
 
 THRESHOLD = 16 * 1024
 TEXT_CHARS = 15_000  # four messages (two turns) carry ~60 KB into the next run
@@ -276,3 +276,11 @@ async def test_with_encryption_the_files_hold_no_plain_text(
         sealed = path.read_bytes()
         assert MARKER.encode() not in sealed, path.name
         assert Payload.FromString(sealed).metadata["encoding"] == ENCODING
+
+
+def test_runs_are_short_when_the_payload_store_carries_their_hand_over(tmp_path: Path) -> None:
+    assert Settings(_env_file=None).turns_per_run() == DEFAULT_MAX_TURNS_PER_RUN
+    stored = Settings(_env_file=None, payload_store_dir=tmp_path)
+    assert stored.turns_per_run() == STORED_RUN_TURNS < DEFAULT_MAX_TURNS_PER_RUN
+    chosen = Settings(_env_file=None, payload_store_dir=tmp_path, max_turns_per_run=100)
+    assert chosen.turns_per_run() == 100
