@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from temporalio.api.enums.v1 import PendingActivityState
@@ -73,6 +74,23 @@ log = logging.getLogger("api.service")
 QUERY_TIMEOUT = timedelta(seconds=15)
 ARCHIVE_QUERY_TIMEOUT = timedelta(seconds=60)  # a closed run is replayed to answer
 RESUME_LOAD_SECONDS = 5.0
+T = TypeVar("T")
+
+
+async def loaded(ask: Callable[[], Awaitable[T]]) -> T:
+    """A query, asked again for up to RESUME_LOAD_SECONDS while a resumed run is still loading
+    its history (its queries answer LOADING_MESSAGE until then), rather than a 503."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESUME_LOAD_SECONDS
+    while True:
+        try:
+            return await ask()
+        except WorkflowQueryFailedError as err:
+            if LOADING_MESSAGE not in str(err) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 _KNOWN_SESSIONS_CACHE = 10_000
 _MODEL_MEMO = "model"
 _LIVE_STATES = ("active", "working", "awaiting_approval")
@@ -285,11 +303,15 @@ class SessionService:
         """A signal has no validator: refuse here a message past the session's limit (one
         racing past this check is dropped by the workflow, which logs it) or, under busy_policy
         reject, one sent while a turn runs (one racing past this check is queued)."""
-        status = await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        status = await loaded(
+            lambda: handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        )
         busy = status.status in ("working", "awaiting_approval") or status.queued > 0
         if status.busy_policy == "reject" and busy:
-            known = await handle.query(
-                ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+            known = await loaded(
+                lambda: handle.query(
+                    ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+                )
             )
             if known.state == "unknown":
                 raise ApiError(409, TURN_IN_PROGRESS_MESSAGE)
@@ -298,16 +320,18 @@ class SessionService:
         limit = status.max_messages if live else self._settings.max_messages_per_session
         if limit is None or status.turns + status.queued < limit:
             return
-        known = await handle.query(
-            ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+        known = await loaded(
+            lambda: handle.query(
+                ChatSessionWorkflow.reply, msg.message_id, rpc_timeout=QUERY_TIMEOUT
+            )
         )
         if known.state == "unknown":  # a resend of a stored message is still answered
             raise ApiError(409, session_full_message(limit))
 
     async def reply(self, owner: str, session_id: str, message_id: str) -> ReplyLookup:
         handle = await self._existing(owner, session_id)
-        lookup = await handle.query(
-            ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT
+        lookup = await loaded(
+            lambda: handle.query(ChatSessionWorkflow.reply, message_id, rpc_timeout=QUERY_TIMEOUT)
         )
         if lookup.state == "done" and lookup.reply is None and lookup.reply_seq is not None:
             found = await self.message_at(owner, session_id, lookup.reply_seq)
@@ -320,7 +344,9 @@ class SessionService:
 
     async def turn_view(self, owner: str, session_id: str, req: TurnViewRequest) -> TurnView:
         handle = await self._existing(owner, session_id)
-        return await handle.query(ChatSessionWorkflow.turn_view, req, rpc_timeout=QUERY_TIMEOUT)
+        return await loaded(
+            lambda: handle.query(ChatSessionWorkflow.turn_view, req, rpc_timeout=QUERY_TIMEOUT)
+        )
 
     async def progress(self, owner: str, session_id: str) -> Progress:
         """How far the session's run has got, from Temporal alone (one describe, no query, so
@@ -377,7 +403,9 @@ class SessionService:
 
     async def status(self, owner: str, session_id: str) -> SessionStatus:
         handle = await self._existing(owner, session_id)
-        return await handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        return await loaded(
+            lambda: handle.query(ChatSessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        )
 
     async def history(self, owner: str, session_id: str, after: int, limit: int) -> HistoryPage:
         """A page of the whole conversation, across runs: messages older than the current
@@ -385,7 +413,9 @@ class SessionService:
         replays it on a worker, so such pages are slower)."""
         handle = await self._existing(owner, session_id)
         request = HistoryRequest(after=after, limit=limit)
-        page = await handle.query(ChatSessionWorkflow.history, request, rpc_timeout=QUERY_TIMEOUT)
+        page = await loaded(
+            lambda: handle.query(ChatSessionWorkflow.history, request, rpc_timeout=QUERY_TIMEOUT)
+        )
         if page.archived_in is None:
             return page
         closed = self._client.get_workflow_handle(handle.id, run_id=page.archived_in)
