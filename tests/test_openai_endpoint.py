@@ -145,6 +145,9 @@ def test_a_failed_turn_is_an_error_event() -> None:
 # ---- the openai package against the gateway ---------------------------------------------------
 
 
+ALICE, BOB = "alice-oai", "bob-oai"
+
+
 @pytest.fixture(scope="module")
 def environ(dev_env: WorkflowEnvironment) -> dict[str, str]:
     return stack_env(
@@ -153,6 +156,10 @@ def environ(dev_env: WorkflowEnvironment) -> dict[str, str]:
         max_message_chars=MAX_CHARS,
         max_request_bytes=16_384,
         reply_wait_seconds=WAIT_LIMIT,
+        # Users of their own: the dev server is shared, and test_fuzz_api leaves closed runs
+        # of fuzzed ids ("0"...) under alice on a task queue nobody polls any more; a message
+        # here to the same id would resume that session and wait on replaying them.
+        api_keys={ALICE_KEY: ALICE, BOB_KEY: BOB},
     )
 
 
@@ -460,7 +467,7 @@ async def test_bob_cannot_reach_alices_session_by_its_id(
     assert reply.choices[0].message.content == "echo: what is the secret?"
     bobs = await messages(bob, session_id)
     assert [m["content"] for m in bobs] == ["what is the secret?", "echo: what is the secret?"]
-    assert (await bob.get(f"/v1/sessions/{session_id}")).json()["owner"] == "bob"
+    assert (await bob.get(f"/v1/sessions/{session_id}")).json()["owner"] == BOB
     assert await messages(alice, session_id) == alices
 
 
