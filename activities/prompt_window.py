@@ -7,6 +7,7 @@ usage numbers said about earlier prompts of the same model on this worker.
 """
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
@@ -25,6 +26,7 @@ READ_CHARS_PER_TOKEN = 8
 read always cover the window."""
 CORRECTION_BOUNDS = (0.5, 3.0)
 CORRECTION_WEIGHT = 0.3  # of the newest observation in the running correction
+COUNT_MEMO_TEXTS = 50_000  # texts whose token counts a worker remembers, per model
 
 
 @runtime_checkable
@@ -63,6 +65,22 @@ class TokenCounts:
 
     def __init__(self) -> None:
         self._correction: dict[str, float] = {}
+        self._counted: dict[str, OrderedDict[str, int]] = {}
+
+    def _remembered(self, model: str, count: Callable[[str], int]) -> Callable[[str], int]:
+        """`count`, remembering recent texts' counts: a session's messages are counted once,
+        not on every turn that sends them again."""
+        memo = self._counted.setdefault(model, OrderedDict())
+
+        def counted(text: str) -> int:
+            known = memo.get(text)
+            if known is None:
+                known = memo[text] = count(text)
+                if len(memo) > COUNT_MEMO_TEXTS:
+                    memo.popitem(last=False)
+            return known
+
+        return counted
 
     async def fit(
         self, model: str, provider: object, context: list[ContextMessage], window: Window
@@ -73,8 +91,10 @@ class TokenCounts:
         does not fit: sending it cut, or without it, would answer something else.
         """
         if isinstance(provider, CountsTokens):
-            counter = provider
-            return await asyncio.to_thread(_fit, context, window, model, counter.count_tokens)
+            count = self._remembered(model, provider.count_tokens)
+            if getattr(provider, "tokenizer_blocks", False):  # llama.cpp: off the event loop
+                return await asyncio.to_thread(_fit, context, window, model, count)
+            return _fit(context, window, model, count)
         scale = self._correction.get(model, 1.0)
         fitted = _fit(context, window, model, lambda text: _estimate(text, scale))
         return replace(fitted, scale=scale)

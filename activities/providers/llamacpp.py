@@ -27,6 +27,8 @@ def bundled_model_path() -> Path:
 
 
 class LlamaCppProvider:
+    tokenizer_blocks = True  # count_tokens may load the model: callers run it in a thread
+
     def __init__(self, model_path: Path | None, n_ctx: int, n_threads: int | None) -> None:
         self._model_path = model_path or bundled_model_path()
         self._n_ctx = n_ctx
