@@ -7,7 +7,6 @@ summarising model's window holds only the older part of the messages asked for, 
 summarises that part and says where it stopped; the next compaction takes the rest.
 """
 
-import asyncio
 from collections.abc import Callable
 
 from temporalio import activity
@@ -16,7 +15,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
-from activities.prompt_window import MESSAGE_OVERHEAD_TOKENS, CountsTokens
+from activities.prompt_window import (
+    MESSAGE_OVERHEAD_TOKENS,
+    CountsTokens,
+    counted,
+    estimate_tokens,
+)
 from activities.providers import ProviderError, ProviderRegistry, ProviderRequest, split_model
 from activities.providers.base import CHARS_PER_TOKEN
 from common.settings import Settings
@@ -115,10 +119,10 @@ class CompactionActivities:
         self, source: CompactionSource, model: str, provider: object
     ) -> CompactionSource:
         context, _ = self._settings.window_for(model)
-        budget = context - SUMMARY_MAX_TOKENS - len(INSTRUCTIONS) // CHARS_PER_TOKEN
+        budget = context - SUMMARY_MAX_TOKENS - estimate_tokens(INSTRUCTIONS)
         if isinstance(provider, CountsTokens):
-            return await asyncio.to_thread(fit_source, source, budget, provider.count_tokens)
-        return fit_source(source, budget, lambda text: len(text) // CHARS_PER_TOKEN + 1)
+            return await counted(provider, fit_source, source, budget, provider.count_tokens)
+        return fit_source(source, budget, estimate_tokens)
 
     async def _source(self, req: CompactionRequest) -> CompactionSource:
         from workflows.session import ChatSessionWorkflow

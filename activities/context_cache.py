@@ -15,7 +15,7 @@ workflow sends, or the call misses and queries.
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from workflows.context import digest, fit_context
+from workflows.context import digest, fit_context, split_head
 from workflows.messages import ContextMessage, LLMTurnInput, ToolCall, ToolOutcome
 
 
@@ -107,8 +107,7 @@ class ContextCache:
     ) -> None:
         """Record the context a call read (before token fitting) plus its reply, which
         becomes message upto_seq + 1 (with the tool calls it asked for, if any)."""
-        size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
-        head, body = context[:size], context[size:]
+        head, body = split_head(context)
         answer = ContextMessage(
             role="assistant", content=reply, tool_calls=calls or [], seq=turn.upto_seq + 1
         )

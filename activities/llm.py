@@ -121,7 +121,6 @@ class LLMActivities:
             context_from_seq=prompt.from_seq,
             dropped_tokens=prompt.dropped_tokens,
             prompt_budget=window.prompt_budget,
-            prompt_tokens=prompt.tokens,
             tool_calls=calls,
             tool_policies={call.name: self._policy(call.name) for call in calls},
             attempt=attempt,

@@ -10,14 +10,15 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from temporalio.exceptions import ApplicationError
 
 from activities.providers.base import CHARS_PER_TOKEN
-from workflows.context import newest_unit, split_context
+from workflows.context import split_context, split_head
 from workflows.messages import ContextMessage, Usage
 
+_T = TypeVar("_T")
 CONTEXT_OVERFLOW = "ContextOverflow"
 MESSAGE_OVERHEAD_TOKENS = 4
 """Role markers and separators a chat template adds around each message."""
@@ -31,9 +32,19 @@ COUNT_MEMO_TEXTS = 50_000  # texts whose token counts a worker remembers, per mo
 
 @runtime_checkable
 class CountsTokens(Protocol):
-    def count_tokens(self, text: str) -> int:
-        """Tokens as the model counts them; may block (call it off the event loop)."""
-        ...
+    """A provider with the model's own tokenizer."""
+
+    tokenizer_blocks: bool
+    """True when counting may block (llama.cpp loads the model): it then runs in a thread."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+async def counted(provider: CountsTokens, fit: Callable[..., _T], *args: Any) -> _T:
+    """`fit(*args)`, off the event loop when the provider's tokenizer may block."""
+    if provider.tokenizer_blocks:
+        return await asyncio.to_thread(fit, *args)
+    return fit(*args)
 
 
 @dataclass(frozen=True)
@@ -92,11 +103,9 @@ class TokenCounts:
         """
         if isinstance(provider, CountsTokens):
             count = self._remembered(model, provider.count_tokens)
-            if getattr(provider, "tokenizer_blocks", False):  # llama.cpp: off the event loop
-                return await asyncio.to_thread(_fit, context, window, model, count)
-            return _fit(context, window, model, count)
+            return await counted(provider, _fit, context, window, model, count)
         scale = self._correction.get(model, 1.0)
-        fitted = _fit(context, window, model, lambda text: _estimate(text, scale))
+        fitted = _fit(context, window, model, lambda text: estimate_tokens(text, scale))
         return replace(fitted, scale=scale)
 
     def learn(self, model: str, provider: object, prompt: FittedPrompt, usage: Usage) -> None:
@@ -113,7 +122,8 @@ class TokenCounts:
         return self._correction.get(model, 1.0)
 
 
-def _estimate(text: str, scale: float) -> int:
+def estimate_tokens(text: str, scale: float = 1.0) -> int:
+    """Four characters a token, times what usage taught about this model."""
     return round(len(text) / CHARS_PER_TOKEN * scale)
 
 
@@ -124,14 +134,12 @@ def _fit(
         calls = sum(count(c.name) + count(c.arguments) for c in message.tool_calls)
         return count(message.content) + calls + MESSAGE_OVERHEAD_TOKENS
 
-    size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
-    head, body = context[:size], context[size:]
+    head, body = split_head(context)
     head_tokens = sum(cost(m) for m in head)
     budget = window.prompt_budget - head_tokens
-    newest = sum(cost(m) for m in newest_unit(body))
-    if newest > budget:
-        raise _overflow(model, window, head_tokens, newest, body)
     split = split_context(body, budget, cost)
+    if split.kept_cost > budget:  # only ever the newest message (or tool round), kept alone
+        raise _overflow(model, window, head_tokens, split.kept_cost, body)
     return FittedPrompt(
         messages=[*head, *split.kept],
         tokens=head_tokens + split.kept_cost,

@@ -79,7 +79,9 @@ T = TypeVar("T")
 
 async def loaded(ask: Callable[[], Awaitable[T]]) -> T:
     """A query, asked again for up to RESUME_LOAD_SECONDS while a resumed run is still loading
-    its history (its queries answer LOADING_MESSAGE until then), rather than a 503."""
+    its history (its queries answer LOADING_MESSAGE until then), rather than a 503. Every read
+    goes through here, so a read right after the message that resumed a session sees its
+    history."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RESUME_LOAD_SECONDS
     while True:
@@ -273,24 +275,6 @@ class SessionService:
             start_signal="send_message",
             start_signal_args=[msg],
         )
-        await self._until_loaded(handle)
-
-    async def _until_loaded(self, handle: Handle) -> None:
-        """Wait a moment for a resumed run to load its history, so reads right after this
-        send see it (till then the workflow's queries answer LOADING_MESSAGE, a 503). Best
-        effort: the message is durable already, and without a worker nothing loads."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESUME_LOAD_SECONDS
-        while (left := deadline - loop.time()) > 0:
-            try:
-                await handle.query(ChatSessionWorkflow.status, rpc_timeout=timedelta(seconds=left))
-                return
-            except WorkflowQueryFailedError as err:
-                if LOADING_MESSAGE not in str(err):
-                    return
-            except RPCError:
-                return
-            await asyncio.sleep(0.02)
 
     async def _admit(self, owner: str, session_id: str, msg: SendMessage) -> SendMessage:
         """The user's quotas, before anything is queued; the message as the session gets it."""

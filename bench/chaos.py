@@ -41,6 +41,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
+from bench.args import override
 from bench.procs import Child, free_port, spawn, spawn_binary
 from bench.stats import percentile
 from common.ids import workflow_id
@@ -906,12 +907,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs of a passing run")
     args = parser.parse_args(argv)
     opts = quick_options() if args.quick else Options()
-    for name in ("sessions", "turns"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name} must be at least 1")
-            setattr(opts, name, value)
+    override(parser, args, opts, ("sessions", "turns"))
     opts.seed = args.seed
     return opts, args.keep_logs
 

@@ -47,6 +47,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from bench import turns
+from bench.args import override
 from bench.procs import OTHER, free_port, spawn
 from bench.rpcs import RpcMeter
 from bench.sides import OursSide
@@ -613,12 +614,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             rounds=1,
             history_turns=3,
         )
-    for name in ("turns", "blocks", "sessions", "session_turns", "rounds", "history_turns"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(opts, name, value)
+    override(
+        parser,
+        args,
+        opts,
+        ("turns", "blocks", "sessions", "session_turns", "rounds", "history_turns"),
+    )
     if args.only:
         opts.parts = [part for part in PARTS if part in args.only]
     if args.sizes:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench.args import override
 from bench.chaos import USER, Cluster
 from bench.procs import OTHER, CpuMeter
 from bench.sides import OursSide, message_text
@@ -255,12 +256,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         if min(args.workers) < 1:
             parser.error("--workers must be at least 1")
         opts.workers = args.workers
-    for name in ("sessions", "session_turns"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(opts, name, value)
+    override(parser, args, opts, ("sessions", "session_turns"))
     return opts
 
 

@@ -74,6 +74,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.providers.base import ProviderRequest
 from activities.providers.openai_compat import OpenAICompatibleProvider
 from bench import turns
+from bench.args import override
 from bench.procs import OTHER, free_port, spawn
 from bench.stats import ratio, summary_ms
 from bench.turns import RESULTS, ROOT, RunMark, Target, add_cpu, mark_run
@@ -1132,18 +1133,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         opts = Options(
             blocks=2, long_turns=2, long_tokens=100, short_turns=3, sessions=2, history_pace_ms=2.0
         )
-    for name in ("blocks", "long_turns", "long_tokens", "short_turns"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(opts, name, value)
-    for name in ("pace_ms", "first_token_ms", "history_pace_ms", "wfs_batch_ms"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0:
-                parser.error(f"--{name.replace('_', '-')} must not be negative")
-            setattr(opts, name, value)
+    override(parser, args, opts, ("blocks", "long_turns", "long_tokens", "short_turns"))
+    override(
+        parser,
+        args,
+        opts,
+        ("pace_ms", "first_token_ms", "history_pace_ms", "wfs_batch_ms"),
+        least=0,
+    )
     return opts
 
 

@@ -51,6 +51,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from api.service import SessionService
 from bench import turns
+from bench.args import override
 from bench.bare import CHAIN_UPDATE_NAME, EMPTY_UPDATE_NAME, UPDATE_NAME, WORKFLOW_NAME
 from bench.procs import OTHER, free_port, spawn
 from bench.rpcs import RpcMeter
@@ -603,12 +604,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     opts = Options()
     if args.quick:
         opts = Options(turns=40, blocks=2, sessions=4, warmup_per_session=1, history_turns=2)
-    for name in ("turns", "blocks", "sessions", "history_turns"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(opts, name, value)
+    override(parser, args, opts, ("turns", "blocks", "sessions", "history_turns"))
     opts.rpcs = not args.no_rpcs
     return opts
 

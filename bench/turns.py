@@ -32,6 +32,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from bench.args import override
 from bench.procs import OTHER, Child, CpuMeter, child_pids_named, free_port, spawn
 from bench.rpcs import RpcMeter
 from bench.sides import BareSide, DirectSide, OursSide, Side, message_text
@@ -697,12 +698,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         opts = Options(
             turns=40, blocks=2, warmup_per_session=1, sessions=20, rounds=2, history_turns=30
         )
-    for name in ("turns", "sessions", "session_turns", "rounds", "history_turns", "blocks"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(opts, name, value)
+    override(
+        parser,
+        args,
+        opts,
+        ("turns", "sessions", "session_turns", "rounds", "history_turns", "blocks"),
+    )
     opts.max_turns_per_run = args.max_turns_per_run
     opts.bare_limits = args.bare_limits
     opts.direct = args.direct

@@ -20,8 +20,6 @@ def message_chars(message: ContextMessage) -> int:
 
 @dataclass(frozen=True)
 class Split:
-    dropped: list[ContextMessage]
-    """The older messages that did not fit, oldest first."""
     kept: list[ContextMessage]
     """The newest messages that fit, oldest first."""
     kept_cost: int
@@ -36,8 +34,9 @@ def split_context(
     An assistant message that asked for tools and the tool results after it are kept or
     dropped together, so a call is never separated from its result, and a message is never
     cut. The newest unit is always kept (the caller decides what to do if it alone is too
-    big). Trimming is stable under appending a user message or a plain reply:
-    fit(fit(A) + b) == fit(A + b), which lets the worker cache keep only fitted lists.
+    big: then `kept_cost` is over `budget`). Trimming is stable under appending a user
+    message or a plain reply: fit(fit(A) + b) == fit(A + b), which lets the worker cache
+    keep only fitted lists.
     """
     units = _units(messages)
     picked = 0
@@ -50,7 +49,6 @@ def split_context(
         kept_cost += size
     cut = len(units) - picked
     return Split(
-        dropped=[m for unit in units[:cut] for m in unit],
         kept=[m for unit in units[cut:] for m in unit],
         kept_cost=kept_cost,
         dropped_cost=sum(costs[:cut]),
@@ -64,11 +62,12 @@ def fit_context(
     return split_context(messages, budget, cost).kept
 
 
-def newest_unit(messages: Sequence[ContextMessage]) -> list[ContextMessage]:
-    """The messages that must be in any prompt: the newest message, or the newest tool call
-    with its results."""
-    units = _units(messages)
-    return units[-1] if units else []
+def split_head(
+    context: Sequence[ContextMessage],
+) -> tuple[list[ContextMessage], list[ContextMessage]]:
+    """(the leading system messages: prompt and running summary, the conversation after)."""
+    size = next((i for i, m in enumerate(context) if m.role != "system"), len(context))
+    return list(context[:size]), list(context[size:])
 
 
 def _units(messages: Sequence[ContextMessage]) -> list[list[ContextMessage]]:

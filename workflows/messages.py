@@ -479,9 +479,6 @@ class LLMTurnResult(Compact):
         description="Tokens of messages newer than the running summary that did not fit.",
     )
     prompt_budget: int = Field(default=0, description="Tokens the prompt could use.")
-    prompt_tokens: int = Field(
-        default=0, description="Tokens of the prompt as counted before the call."
-    )
     tool_calls: list[ToolCall] = []
     tool_policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="For each tool named in `tool_calls`."

@@ -30,6 +30,8 @@ _WORD = re.compile(r"\s*\S+\s*|\s+")  # each word with the spaces around it: pie
 
 
 class ScriptedProvider:
+    tokenizer_blocks = False
+
     def count_tokens(self, text: str) -> int:
         """A word is a token: the same count its usage numbers report."""
         return len(text.split())
