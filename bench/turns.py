@@ -394,6 +394,37 @@ async def mark_run(client: Client, wf_id: str) -> RunMark:
     return RunMark(run_id, len(history.events))
 
 
+async def written_since(client: Client, wf_id: str, before: RunMark) -> dict[str, int]:
+    """Everything the workflow wrote after `before`: the rest of that run, then every run it
+    continued as, whole (so work that finished between turns, like a compaction, counts)."""
+    run_id: str | None = before.run_id
+    skip = before.events
+    total = events = runs = 0
+    while run_id:
+        history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        new = list(history.events[skip:])
+        total += sum(e.ByteSize() for e in new)
+        events += len(new)
+        runs += 1
+        last = history.events[-1] if history.events else None
+        run_id = None
+        if last is not None and last.event_type == _CONTINUED:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        skip = 0
+    return {"bytes": total, "events": events, "runs": runs}
+
+
+async def idle_activities(client: Client, wf_id: str) -> None:
+    """Wait (about 30 s at most) until the workflow has no activity pending, such as a
+    compaction running beside turns."""
+    handle = client.get_workflow_handle(wf_id)
+    for _ in range(600):
+        if not (await handle.describe()).raw_description.pending_activities:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{wf_id} still has activities pending after 30 s")
+
+
 async def turn_growth(client: Client, wf_id: str, before: RunMark) -> dict[str, Any]:
     """Bytes of the events one turn added to the run it ran in.
 
