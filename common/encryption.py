@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
 
+from common.payload_store import HANDOVER_KEY
+
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 WORKFLOW_ID = "chat-workflow-id"
@@ -82,6 +84,8 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         metadata = {"encoding": ENCODING, KEY_ID: self._current.encode()}
         if self._workflow_id:
             metadata[WORKFLOW_ID] = bound
+        if HANDOVER_KEY in payload.metadata:  # sealed, it must still reach the payload store
+            metadata[HANDOVER_KEY] = payload.metadata[HANDOVER_KEY]
         return Payload(metadata=metadata, data=nonce + sealed)
 
     def open(self, payload: Payload) -> Payload:

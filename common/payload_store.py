@@ -10,6 +10,11 @@ truncated file is refused rather than decoded.
 The SDK applies the payload codec before external storage (and retrieval before decoding), so
 with encryption on a file holds the sealed payload, never plain text.
 
+A run's hand-over (the state continue-as-new carries) goes to the store whatever its size, from
+`HANDOVER_MIN_BYTES`: runs are kept short so an evicted session replays little, and a hand-over
+inline would be written twice (the closing and the starting event) every few turns.
+`common/temporal_client.py` marks it with `HANDOVER_KEY`, which `StoreSelector` looks for.
+
 The directory must be shared by every process that reads or writes payloads of the same
 sessions (gateway and workers): one host, or a shared filesystem. Files are never deleted here;
 keep them as long as Temporal keeps the histories that refer to them.
@@ -21,6 +26,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.common.v1 import Payload
@@ -28,11 +34,14 @@ from temporalio.converter import (
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
+    StorageDriverSelectContext,
     StorageDriverStoreContext,
 )
 
 DRIVER_NAME = "chat-files"
 CLAIM_KEY = "sha256"
+HANDOVER_KEY = "chat-handover"  # payload metadata: a run's hand-over, stored whatever its size
+HANDOVER_MIN_BYTES = 2048  # a smaller one stays inline (a reference costs about 500 bytes)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -116,3 +125,21 @@ class FilePayloadStore(StorageDriver):
         if not _DIGEST.fullmatch(digest):
             raise PayloadStoreError(f"malformed payload store claim {dict(claim.claim_data)!r}")
         return digest
+
+
+@dataclass(frozen=True)
+class StoreSelector:
+    """Which payloads go to `store`: those of `threshold` bytes or more, and hand-overs.
+
+    The SDK asks only about payloads of its own threshold or more, which is set to
+    `HANDOVER_MIN_BYTES` (common/temporal_client.py)."""
+
+    store: StorageDriver
+    threshold: int
+
+    def __call__(
+        self, context: StorageDriverSelectContext, payload: Payload
+    ) -> StorageDriver | None:
+        if HANDOVER_KEY in payload.metadata or payload.ByteSize() >= self.threshold:
+            return self.store
+        return None

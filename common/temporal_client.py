@@ -1,9 +1,12 @@
 """The one way every process connects to Temporal: same namespace, same data converter."""
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
@@ -12,8 +15,21 @@ from temporalio.converter import (
 from temporalio.runtime import Runtime
 
 from common.encryption import EncryptionCodec, parse_key
-from common.payload_store import FilePayloadStore
+from common.payload_store import HANDOVER_KEY, HANDOVER_MIN_BYTES, FilePayloadStore, StoreSelector
 from common.settings import Settings
+from workflows.messages import SessionInput
+
+
+class ChatPayloadConverter(PydanticPayloadConverter):
+    """Pydantic JSON, with a run's hand-over (a `SessionInput` carrying state) marked so the
+    payload store keeps it whatever its size."""
+
+    def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
+        payloads = super().to_payloads(values)
+        for value, payload in zip(values, payloads, strict=False):
+            if isinstance(value, SessionInput) and value.carried is not None:
+                payload.metadata[HANDOVER_KEY] = b"1"
+        return payloads
 
 
 def data_converter(settings: Settings) -> DataConverter:
@@ -21,7 +37,9 @@ def data_converter(settings: Settings) -> DataConverter:
     messages included (they can quote a tool's output); payloads over the threshold kept in
     the payload store when one is configured. The SDK seals before it stores, so a stored
     payload is as sealed as one in history."""
-    converter = pydantic_data_converter
+    converter = dataclasses.replace(
+        pydantic_data_converter, payload_converter_class=ChatPayloadConverter
+    )
     current = settings.current_encryption_key()
     if current is not None:
         keys = {k: parse_key(k, v.get_secret_value()) for k, v in settings.encryption_keys.items()}
@@ -31,11 +49,15 @@ def data_converter(settings: Settings) -> DataConverter:
             failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
         )
     if settings.payload_store_dir is not None:
+        store = FilePayloadStore(settings.payload_store_dir)
         converter = dataclasses.replace(
             converter,
             external_storage=ExternalStorage(
-                drivers=[FilePayloadStore(settings.payload_store_dir)],
-                payload_size_threshold=settings.payload_store_threshold_bytes,
+                drivers=[store],
+                driver_selector=StoreSelector(store, settings.payload_store_threshold_bytes),
+                payload_size_threshold=min(
+                    HANDOVER_MIN_BYTES, settings.payload_store_threshold_bytes
+                ),
             ),
         )
     return converter

@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,23 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.encryption import ENCODING, new_key
 from common.ids import workflow_id
-from common.payload_store import CLAIM_KEY, FilePayloadStore, PayloadStoreError
+from common.payload_store import (
+    CLAIM_KEY,
+    HANDOVER_MIN_BYTES,
+    FilePayloadStore,
+    PayloadStoreError,
+)
 from common.settings import STORED_RUN_TURNS, Settings
 from common.temporal_client import data_converter
 from devstack import __main__ as devstack
 from tests.processes import Gateway, new_session, serving, stack_env
-from workflows.messages import DEFAULT_MAX_TURNS_PER_RUN, CarriedState, SessionInput
+from workflows.messages import (
+    DEFAULT_MAX_TURNS_PER_RUN,
+    CarriedState,
+    ChatMessage,
+    SessionConfig,
+    SessionInput,
+)
 
 THRESHOLD = 16 * 1024
 TEXT_CHARS = 15_000  # four messages (two turns) carry ~60 KB into the next run
@@ -99,6 +111,41 @@ async def test_the_converter_stores_large_payloads_sealed_and_small_ones_inline(
     blob.unlink()
     with pytest.raises(PayloadStoreError, match="is missing"):
         await converter.decode(encoded, [str, str])
+
+
+async def test_a_hand_over_goes_to_the_store_whatever_its_size(tmp_path: Path) -> None:
+    """Runs are short with a store, so a carried state of a few KB must not be written inline
+    into the closing and the starting event of every run (sealed or not)."""
+    now = datetime.now(UTC)
+    config = SessionConfig(model="scripted/echo")
+    words = [
+        ChatMessage(
+            seq=i, id=f"m{i}", role="user", content=f"{MARKER} {i} " + "y" * 300, created_at=now
+        )
+        for i in (1, 2)
+    ]
+    carried = CarriedState(
+        config=config, messages=words, created_at=now, last_activity_at=now, message_count=2
+    )
+    handover = SessionInput(owner="alice", session_id="s1", config=config, carried=carried)
+    start = SessionInput(owner="alice", session_id="s2", config=config)
+    assert len(handover.model_dump_json()) < HANDOVER_MIN_BYTES * 2 < THRESHOLD
+    for keys in ({}, {"k1": new_key()}):
+        directory = tmp_path / f"keys-{len(keys)}"
+        converter = data_converter(
+            Settings(
+                _env_file=None,
+                encryption_keys=keys,
+                payload_store_dir=directory,
+                payload_store_threshold_bytes=THRESHOLD,
+            )
+        )
+        encoded = await converter.encode([handover, start])
+        assert is_reference(encoded[0]), "a hand-over far under the threshold is stored"
+        assert not is_reference(encoded[1]), "a start carrying nothing stays inline"
+        assert len(blobs(directory)) == 1
+        decoded = await converter.decode(encoded, [SessionInput, SessionInput])
+        assert decoded == [handover, start]
 
 
 def test_store_settings() -> None:
