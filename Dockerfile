@@ -28,6 +28,9 @@ COPY tools ./tools
 COPY api ./api
 COPY worker ./worker
 COPY cli ./cli
+# Bytecode now: the code is read-only to the user below, and the sandbox imports the workflow
+# modules again for every session a worker takes up (worker/bytecode.py).
+RUN python -m compileall -q common workflows activities tools api worker cli
 USER 10001:10001
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1
 # docker-compose.yml picks `python -m worker` (both worker roles) or `python -m api`.

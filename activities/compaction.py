@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.caller import calling_run
 from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
 from activities.prompt_window import (
@@ -127,5 +128,6 @@ class CompactionActivities:
     async def _source(self, req: CompactionRequest) -> CompactionSource:
         from workflows.session import ChatSessionWorkflow
 
-        handle = self._client.get_workflow_handle(req.workflow_id, run_id=req.run_id)
+        workflow_id, run_id = calling_run()
+        handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.query(ChatSessionWorkflow.compaction_source, req)

@@ -9,6 +9,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.caller import calling_run
 from activities.context_cache import ContextCache, ToolResultCache
 from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
@@ -56,6 +57,8 @@ class LLMActivities:
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
         attempt = activity.info().attempt
+        workflow_id, run_id = calling_run()
+        turn = turn.model_copy(update={"workflow_id": workflow_id, "run_id": run_id})
         context_fields = _log_context(turn, attempt)
         activity.logger.info("model call started", extra=context_fields)
         if turn.user_message:

@@ -40,7 +40,7 @@ from api.errors import ApiError, not_found
 from api.quotas import Quotas
 from api.schemas import SessionSummary
 from api.session_config import session_config
-from common.ids import parse_workflow_id, workflow_id
+from common.ids import parse_workflow_id, update_id, workflow_id
 from common.live_streams import LLM_ACTIVITY, stream_url_of
 from common.names import OWNER_ATTRIBUTE, STATUS_ATTRIBUTE, WORKFLOW_TYPE
 from common.settings import Settings
@@ -224,7 +224,7 @@ class SessionService:
     async def _update(self, handle: Handle, owner: str, session_id: str, msg: SendMessage) -> Reply:
         try:
             reply: Reply = await handle.execute_update(
-                "send_message_and_wait", msg, result_type=Reply
+                "send_message_and_wait", msg, id=update_id(msg.message_id), result_type=Reply
             )
             return await self._held_reply(owner, session_id, reply)
         except RPCError as err:
@@ -239,7 +239,11 @@ class SessionService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         resumed: Reply = await self._client.execute_update_with_start_workflow(
-            "send_message_and_wait", msg, start_workflow_operation=operation, result_type=Reply
+            "send_message_and_wait",
+            msg,
+            id=update_id(msg.message_id),
+            start_workflow_operation=operation,
+            result_type=Reply,
         )
         return await self._held_reply(owner, session_id, resumed)
 

@@ -4,6 +4,7 @@ The workflow id embeds the owner, so a request can only ever address its caller'
 sessions: another user's session id maps to a different workflow id, which does not exist.
 """
 
+import hashlib
 import re
 import uuid
 
@@ -39,3 +40,12 @@ def parse_workflow_id(wf_id: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != _PREFIX:
         return None
     return parts[1], parts[2]
+
+
+def update_id(message_id: str) -> str:
+    """The Temporal update id of sending `message_id`: 16 hex digits of its digest.
+
+    Short, because history records an update's id four times (the SDK's default is a 36-character
+    UUID). The same for every resend of a message, so Temporal attaches a resend to the update
+    still running for it (the workflow also recognises a resend by the message id)."""
+    return hashlib.sha256(message_id.encode()).hexdigest()[:16]

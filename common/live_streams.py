@@ -8,17 +8,20 @@ import os
 import socket
 
 TOKEN_HEADER = "X-Stream-Token"
-IDENTITY_MARK = " stream="
+IDENTITY_MARK = " stream="  # how workers named it before (still read)
 LLM_ACTIVITY = "generate_reply"
 
 
 def stream_identity(url: str) -> str:
-    """The worker identity Temporal records on the activities this worker runs."""
-    return f"{os.getpid()}@{socket.gethostname()}{IDENTITY_MARK}{url}"
+    """The worker identity Temporal records on the activities this worker runs (twice per
+    model call, so no longer than it needs to be): `pid@host url`."""
+    return f"{os.getpid()}@{socket.gethostname()} {url}"
 
 
 def stream_url_of(identity: str) -> str | None:
     """The stream server address in a worker identity, if it has one."""
-    _, mark, rest = identity.partition(IDENTITY_MARK)
-    url = rest.split()[0] if mark and rest.strip() else ""
-    return url if url.startswith(("http://", "https://")) else None
+    for word in identity.split()[1:]:
+        url = word.removeprefix(IDENTITY_MARK.strip())
+        if url.startswith(("http://", "https://")):
+            return url
+    return None

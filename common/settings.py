@@ -23,7 +23,9 @@ from workflows.messages import (
 from workflows.transcript import CARRY_MAX_CHARS
 
 PROVIDERS = ("local", "openai", "anthropic", "scripted")
-STORED_RUN_TURNS = 25
+# Runs this short keep an evicted session's replay (about 5 ms per turn in the sandbox) under
+# 100 ms; with the payload store a hand-over costs about 520 bytes of history (`make bench-long`).
+STORED_RUN_TURNS = 10
 
 
 def split_model(model: str) -> tuple[str, str]:

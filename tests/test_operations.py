@@ -88,8 +88,7 @@ async def test_sessions_are_readable_and_filterable_in_temporal(
     summary = dev_env.client.data_converter.payload_converter.from_payload(
         scheduled[-1].user_metadata.summary, str
     )
-    assert summary.startswith("scripted/echo · turn 1 · ")
-    assert "tokens" in summary
+    assert summary == "scripted/echo · turn 1"
 
     query = f'ChatOwner = "bob" AND WorkflowId = "{handle.id}"'
 

@@ -9,6 +9,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.scripted import tool_script
 from common.ids import workflow_id
+from common.live_streams import stream_url_of
 from tests.conftest import scripted_settings
 from tests.processes import poll_reply, running, stack_env, start, start_gateway
 from worker.build import build_workers
@@ -59,15 +60,26 @@ async def test_model_and_tool_calls_run_only_on_the_activity_queue(
 
 
 async def test_roles_decide_which_queues_a_process_polls(dev_env: WorkflowEnvironment) -> None:
-    def queues(role: str, split: bool) -> list[str]:
+    def queues(role: str, split: bool, stream_url: str | None = None) -> list[str]:
         # Fresh queue names each time: the SDK allows one worker per queue and client.
         tag = uuid.uuid4().hex[:8]
         settings = scripted_settings(f"s-{tag}").model_copy(
             update={"worker_role": role, "activity_task_queue": f"a-{tag}" if split else None}
         )
-        return [w.task_queue.split("-")[0] for w in build_workers(dev_env.client, settings)]
+        workers = build_workers(dev_env.client, settings, stream_url=stream_url)
+        return [w.task_queue.split("-")[0] for w in workers]
 
     assert queues("all", split=False) == ["s"]
+    # Serving live replies: the model calls get a worker of their own (its identity names the
+    # stream server), so the sessions' workflow tasks record the short default identity.
+    assert queues("all", split=False, stream_url="http://127.0.0.1:1") == ["s", "s"]
+    settings = scripted_settings(f"s-{uuid.uuid4().hex[:8]}")
+    sessions, calls = build_workers(dev_env.client, settings, stream_url="http://127.0.0.1:1")
+    assert sessions.config()["workflows"] and not sessions.config().get("identity")
+    assert not calls.config()["workflows"]
+    assert stream_url_of(calls.config().get("identity") or "") == "http://127.0.0.1:1"
+    assert stream_url_of("7@host stream=http://10.0.0.2:9") == "http://10.0.0.2:9"  # older form
+    assert stream_url_of("7@host") is None
     assert queues("all", split=True) == ["s", "a"]
     assert queues("sessions", split=True) == ["s"]
     assert queues("activities", split=True) == ["a"]

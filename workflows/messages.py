@@ -40,14 +40,27 @@ class Compact(BaseModel):
         data = handler(self)
         if not isinstance(data, dict):
             return data
-        for name, field in type(self).model_fields.items():
-            if (
-                name in data
-                and not field.is_required()
-                and getattr(self, name) == field.get_default(call_default_factory=True)
-            ):
+        for name, default in _defaults_of(type(self)).items():
+            if name in data and getattr(self, name) == default:
                 del data[name]
         return data
+
+
+# Each Compact model's optional fields and their defaults, worked out once per class: this
+# runs for every payload a turn writes, and again for each one when a session is replayed.
+_COMPACT_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def _defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    found = _COMPACT_DEFAULTS.get(model)
+    if found is None:
+        found = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in model.model_fields.items()
+            if not field.is_required()
+        }
+        _COMPACT_DEFAULTS[model] = found
+    return found
 
 
 class Usage(BaseModel):
@@ -292,9 +305,10 @@ class PreviousSessionRequest(BaseModel):
 class Reply(Compact):
     message_id: str
     reply: ChatMessage | None = Field(
+        default=None,
         description="Null for a long reply (history holds its text once, in the model call's "
         "result) or a resend answered so long ago that the current run no longer holds it: "
-        "read it at `reply_seq` through history."
+        "read it at `reply_seq` through history.",
     )
     reply_seq: int | None = None
 
@@ -432,8 +446,12 @@ class LLMTurnInput(Compact):
     context_cache.py) and reads the rest by query when its copy is missing or stale.
     """
 
-    workflow_id: str
-    run_id: str
+    workflow_id: str = Field(
+        default="",
+        description="Left out by the workflow (every turn's history would repeat it): the "
+        "activity fills it in from its own info.",
+    )
+    run_id: str = Field(default="", description="Filled in like `workflow_id`.")
     turn: int
     upto_seq: int
     model: str
@@ -487,10 +505,10 @@ class LLMTurnResult(Compact):
 
 
 class CompactionRequest(BaseModel):
-    """Summarise messages `after`+1..`upto` (with the current summary) into a new summary."""
+    """Summarise messages `after`+1..`upto` (with the current summary) into a new summary.
 
-    workflow_id: str
-    run_id: str
+    The session is the activity's own workflow run (`activity.info()`)."""
+
     after: int
     upto: int
     model: str

@@ -92,6 +92,14 @@ COMPACTION_RETRY = RetryPolicy(
     maximum_attempts=3,
 )
 COMPACTION_PAUSE_TURNS = 10  # after a failed compaction, turns before the next try
+# Of the prompt budget, how much of the oldest messages that still fit a compaction summarises
+# as well as those that no longer fit. Summarising only the overflow meant a compaction every
+# few turns once the window was full (each a model call over a whole window, plus its summary
+# in history); this way the prompt has room for half a window of turns before the next one.
+COMPACT_AHEAD = 0.5
+# Recorded histories from before it took neither step: compaction ahead of need (above), and
+# no search-attribute upsert when the status it sets is the one the run already has.
+HISTORY_TRIM_PATCH = "history-trim"
 MAX_HISTORY_PAGE = 500
 MAX_IMPORT_BATCH = 500  # messages per `import_messages` update
 IMPORT_CHARS_PER_RUN = 1_000_000  # an import continues as new past this, like turns do
@@ -174,6 +182,7 @@ class ChatSessionWorkflow:
         self._compact_upto: int | None = None  # set when messages up to it should be summarised
         self._compaction: asyncio.Task[Summary | None] | None = None  # running beside turns
         self._no_compaction_before = 0  # the turn after which compaction may be tried again
+        self._status_attribute: str | None = None  # ChatStatus as this run last saw it
         self._last_turn_usage: Usage | None = None
         self._importing = inp.importing
         self._imported_chars = 0  # in this run
@@ -385,8 +394,6 @@ class ChatSessionWorkflow:
         self._model_call = workflow.start_activity(
             "generate_reply",
             LLMTurnInput(
-                workflow_id=workflow.info().workflow_id,
-                run_id=workflow.info().run_id,
                 turn=turn,
                 upto_seq=user.seq if first else self._transcript.last_seq,
                 model=model,
@@ -408,11 +415,7 @@ class ChatSessionWorkflow:
             start_to_close_timeout=LLM_START_TO_CLOSE,
             heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
             retry_policy=LLM_RETRY,
-            summary=(
-                f"{model} · turn {turn}"
-                + (f" · step {step}" if not first else "")
-                + f" · {self._usage.total_tokens} tokens so far"
-            ),
+            summary=f"{model} · turn {turn}" + (f" · step {step}" if not first else ""),
         )
         try:
             return await self._model_call
@@ -433,7 +436,30 @@ class ChatSessionWorkflow:
         ):
             return
         if result.dropped_tokens >= self._config.compaction_threshold * result.prompt_budget:
-            self._compact_upto = max(self._compact_upto or 0, result.context_from_seq - 1)
+            upto = result.context_from_seq - 1
+            if workflow.patched(HISTORY_TRIM_PATCH):
+                upto = self._ahead_of(upto, result)
+            self._compact_upto = max(self._compact_upto or 0, upto)
+
+    def _ahead_of(self, upto: int, result: LLMTurnResult) -> int:
+        """The end of the last turn before `COMPACT_AHEAD` of the prompt budget's worth of the
+        messages after `upto`, priced by the tokens per character the prompt just measured.
+        Never the current turn (the newest user message onwards)."""
+        held = self._transcript.between(upto, self._transcript.last_seq)
+        chars = sum(len(message.content) for message in held)
+        if not held or chars == 0 or result.usage.prompt_tokens <= 0:
+            return upto
+        per_char = min(result.usage.prompt_tokens / chars, 1.0)
+        goal = COMPACT_AHEAD * result.prompt_budget
+        current = max((m.seq for m in held if m.role == "user"), default=upto + 1)
+        ahead, spent = upto, 0.0
+        for message in held:
+            if message.seq >= current or spent >= goal:
+                break
+            if message.role == "user":
+                ahead = message.seq - 1  # a turn boundary: everything before this message
+            spent += len(message.content) * per_char
+        return ahead
 
     async def _compact(self, upto: int) -> Summary | None:
         """A new running summary covering messages up to `upto`, or None if that failed.
@@ -449,8 +475,6 @@ class ChatSessionWorkflow:
             result: SummaryResult = await workflow.execute_activity(
                 "summarize_history",
                 CompactionRequest(
-                    workflow_id=workflow.info().workflow_id,
-                    run_id=workflow.info().run_id,
                     after=since,
                     upto=upto,
                     model=model,
@@ -1090,8 +1114,15 @@ class ChatSessionWorkflow:
         return self._last_activity + timedelta(seconds=self._config.inactivity_timeout_seconds)
 
     def _set_state(self, state: SessionState) -> None:
+        """The state, and the `ChatStatus` search attribute when it changes (a continued run
+        inherits its predecessor's, so a run that starts as it ended writes nothing)."""
         self._state = state
+        if self._status_attribute is None:
+            self._status_attribute = workflow.info().typed_search_attributes.get(STATUS_ATTRIBUTE)
+        if state == self._status_attribute and workflow.patched(HISTORY_TRIM_PATCH):
+            return
         workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set(state)])
+        self._status_attribute = state
 
     def _status(self) -> SessionStatus:
         return SessionStatus(

@@ -1,0 +1,20 @@
+"""The session run that scheduled the current activity.
+
+Taken from the activity's own info rather than its input: a turn's input is written to
+history on every turn, and the workflow and run ids would be about 100 bytes of each.
+"""
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+
+def calling_run() -> tuple[str, str]:
+    """(workflow id, run id) of the workflow run that scheduled this activity."""
+    info = activity.info()
+    if not info.workflow_id or not info.workflow_run_id:
+        raise ApplicationError(
+            f"{info.activity_type} runs only for a chat session workflow",
+            type="NotForSession",
+            non_retryable=True,
+        )
+    return info.workflow_id, info.workflow_run_id
