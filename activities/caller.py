@@ -4,12 +4,20 @@ Taken from the activity's own info rather than its input: a turn's input is writ
 history on every turn, and the workflow and run ids would be about 100 bytes of each.
 """
 
+from dataclasses import dataclass
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 
-def calling_run() -> tuple[str, str]:
-    """(workflow id, run id) of the workflow run that scheduled this activity."""
+@dataclass(frozen=True)
+class CallingRun:
+    workflow_id: str
+    run_id: str
+
+
+def calling_run() -> CallingRun:
+    """The workflow run that scheduled this activity."""
     info = activity.info()
     if not info.workflow_id or not info.workflow_run_id:
         raise ApplicationError(
@@ -17,4 +25,4 @@ def calling_run() -> tuple[str, str]:
             type="NotForSession",
             non_retryable=True,
         )
-    return info.workflow_id, info.workflow_run_id
+    return CallingRun(info.workflow_id, info.workflow_run_id)

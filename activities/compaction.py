@@ -128,6 +128,6 @@ class CompactionActivities:
     async def _source(self, req: CompactionRequest) -> CompactionSource:
         from workflows.session import ChatSessionWorkflow
 
-        workflow_id, run_id = calling_run()
-        handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
+        run = calling_run()
+        handle = self._client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
         return await handle.query(ChatSessionWorkflow.compaction_source, req)

@@ -15,6 +15,7 @@ workflow sends, or the call misses and queries.
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from activities.caller import CallingRun
 from workflows.context import digest, fit_context, split_head
 from workflows.messages import ContextMessage, LLMTurnInput, ToolCall, ToolOutcome
 
@@ -54,16 +55,19 @@ class ContextCache:
         self._max_sessions = max_sessions
         self._results = results or ToolResultCache(max_sessions)
 
-    def context_for(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage] | None:
-        """The context the `llm_context` query would answer with `max_chars`, or None."""
+    def context_for(
+        self, run: CallingRun, turn: LLMTurnInput, max_chars: int
+    ) -> list[ContextMessage] | None:
+        """The context the `llm_context` query of `run` would answer with `max_chars`, or
+        None."""
         if turn.step > 1:
-            return self._after_tools(turn, max_chars)
+            return self._after_tools(run, turn, max_chars)
         user = ContextMessage(role="user", content=turn.user_message, seq=turn.upto_seq)
         if turn.upto_seq == 1:  # a session's first message: everything is in the input
             if turn.system_prompt:
                 return [ContextMessage(role="system", content=turn.system_prompt), user]
             return [user]
-        entry = self._entries.get(turn.run_id)
+        entry = self._entries.get(run.run_id)
         if (
             entry is None
             or entry.summary_upto != turn.summary_upto
@@ -71,12 +75,14 @@ class ContextCache:
             or entry.last_digest != turn.previous_digest
         ):
             return None
-        self._entries.move_to_end(turn.run_id)
+        self._entries.move_to_end(run.run_id)
         messages = fit_context([*entry.messages, user], max_chars)
         return [*entry.head, *messages]
 
-    def _after_tools(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage] | None:
-        entry = self._entries.get(turn.run_id)
+    def _after_tools(
+        self, run: CallingRun, turn: LLMTurnInput, max_chars: int
+    ) -> list[ContextMessage] | None:
+        entry = self._entries.get(run.run_id)
         calls = entry.messages[-1].tool_calls if entry and entry.messages else []
         if (
             entry is None
@@ -88,16 +94,17 @@ class ContextCache:
             return None
         results = []
         for index, (call, expected) in enumerate(zip(calls, turn.result_digests, strict=True)):
-            result = self._results.get(turn.workflow_id, turn.turn, call.id)
+            result = self._results.get(run.workflow_id, turn.turn, call.id)
             if result is None or digest(result.content) != expected:
                 return None
             results.append(result.model_copy(update={"seq": entry.last_seq + 1 + index}))
-        self._entries.move_to_end(turn.run_id)
+        self._entries.move_to_end(run.run_id)
         messages = fit_context([*entry.messages, *results], max_chars)
         return [*entry.head, *messages]
 
     def remember(
         self,
+        run: CallingRun,
         turn: LLMTurnInput,
         context: list[ContextMessage],
         reply: str,
@@ -112,12 +119,12 @@ class ContextCache:
             role="assistant", content=reply, tool_calls=calls or [], seq=turn.upto_seq + 1
         )
         messages = fit_context([*body, answer], max_chars)
-        self._entries[turn.run_id] = _Entry(
+        self._entries[run.run_id] = _Entry(
             turn.upto_seq + 1, digest(reply), head, messages, turn.summary_upto
         )
-        self._entries.move_to_end(turn.run_id)
+        self._entries.move_to_end(run.run_id)
         while len(self._entries) > self._max_sessions:
             self._entries.popitem(last=False)
 
-    def forget(self, turn: LLMTurnInput) -> None:
-        self._entries.pop(turn.run_id, None)
+    def forget(self, run: CallingRun) -> None:
+        self._entries.pop(run.run_id, None)

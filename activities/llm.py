@@ -9,7 +9,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.caller import calling_run
+from activities.caller import CallingRun, calling_run
 from activities.context_cache import ContextCache, ToolResultCache
 from activities.failures import BAD_MODEL, provider_failure
 from activities.heartbeat import heartbeating
@@ -57,9 +57,8 @@ class LLMActivities:
     @activity.defn(name="generate_reply")
     async def generate_reply(self, turn: LLMTurnInput) -> LLMTurnResult:
         attempt = activity.info().attempt
-        workflow_id, run_id = calling_run()
-        turn = turn.model_copy(update={"workflow_id": workflow_id, "run_id": run_id})
-        context_fields = _log_context(turn, attempt)
+        run = calling_run()
+        context_fields = _log_context(run, turn, attempt)
         activity.logger.info("model call started", extra=context_fields)
         if turn.user_message:
             activity.logger.debug(
@@ -73,14 +72,14 @@ class LLMActivities:
             raise ApplicationError(str(err), type=BAD_MODEL, non_retryable=True) from err
         window = Window(*self._settings.window_for(turn.model))
         read_chars = min(window.read_chars, self._settings.context_max_chars)
-        live = self._hub.open((turn.workflow_id, turn.turn, turn.step, attempt))
+        live = self._hub.open((run.workflow_id, turn.turn, turn.step, attempt))
         try:
             async with heartbeating():
                 if turn.user_digest is not None:
-                    turn = await self._with_user_message(turn)
-                context = self._contexts.context_for(turn, read_chars)
+                    turn = await self._with_user_message(run, turn)
+                context = self._contexts.context_for(run, turn, read_chars)
                 if context is None:
-                    context = await self._read_context(turn, read_chars)
+                    context = await self._read_context(run, turn, read_chars)
                 provider = await self._providers.get(provider_name)
                 prompt = await self._tokens.fit(turn.model, provider, context, window)
                 request = ProviderRequest(
@@ -92,7 +91,7 @@ class LLMActivities:
                 reply = await provider.stream(request, _appender(live))
             live.finish(reply.content)
         except ProviderError as err:
-            self._contexts.forget(turn)
+            self._contexts.forget(run)
             error_class = model_error_class(err.status)
             record_model_error(activity.metric_meter(), turn.model, error_class)
             activity.logger.warning(
@@ -108,7 +107,7 @@ class LLMActivities:
             live.fail()  # a no-op once finished; otherwise readers learn this attempt ended
         self._tokens.learn(turn.model, provider, prompt, reply.usage)
         calls = _unique_ids(reply.tool_calls, turn)
-        self._contexts.remember(turn, context, reply.content, calls, max_chars=read_chars)
+        self._contexts.remember(run, turn, context, reply.content, calls, max_chars=read_chars)
         finished = {
             **context_fields,
             "duration_ms": _ms_since(started),
@@ -137,18 +136,18 @@ class LLMActivities:
         item = self._tools.get(name)
         return item.policy() if item is not None else ToolPolicy()
 
-    async def _with_user_message(self, turn: LLMTurnInput) -> LLMTurnInput:
+    async def _with_user_message(self, run: CallingRun, turn: LLMTurnInput) -> LLMTurnInput:
         """A long user message comes by reference (history holds it once, in the send)."""
         from workflows.session import ChatSessionWorkflow
 
-        handle = self._client.get_workflow_handle(turn.workflow_id, run_id=turn.run_id)
+        handle = self._client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
         page = await handle.query(
             ChatSessionWorkflow.history, HistoryRequest(after=turn.upto_seq - 1, limit=1)
         )
         message = page.messages[0] if page.messages else None
         if message is None or message.seq != turn.upto_seq:
             raise ApplicationError(
-                f"message {turn.upto_seq} is not in run {turn.run_id}", type="ContextMissing"
+                f"message {turn.upto_seq} is not in run {run.run_id}", type="ContextMissing"
             )  # retryable: a worker that answers queries may come back
         if digest(message.content) != turn.user_digest:
             raise ApplicationError(
@@ -158,20 +157,22 @@ class LLMActivities:
             )
         return turn.model_copy(update={"user_message": message.content, "user_digest": None})
 
-    async def _read_context(self, turn: LLMTurnInput, max_chars: int) -> list[ContextMessage]:
+    async def _read_context(
+        self, run: CallingRun, turn: LLMTurnInput, max_chars: int
+    ) -> list[ContextMessage]:
         # Imported here: the workflow module is only needed for its query's name and types.
         from workflows.session import ChatSessionWorkflow
 
-        handle = self._client.get_workflow_handle(turn.workflow_id, run_id=turn.run_id)
+        handle = self._client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
         return await handle.query(
             ChatSessionWorkflow.llm_context,
             LLMContextRequest(upto_seq=turn.upto_seq, max_chars=max_chars),
         )
 
 
-def _log_context(turn: LLMTurnInput, attempt: int) -> dict[str, Any]:
+def _log_context(run: CallingRun, turn: LLMTurnInput, attempt: int) -> dict[str, Any]:
     """What every log line of a model call carries (never the conversation's text)."""
-    parsed = parse_workflow_id(turn.workflow_id)
+    parsed = parse_workflow_id(run.workflow_id)
     return {
         "session_id": parsed[1] if parsed else None,
         "user": parsed[0] if parsed else None,

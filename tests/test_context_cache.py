@@ -2,17 +2,21 @@
 
 import random
 
+from activities.caller import CallingRun
 from activities.context_cache import ContextCache, ToolResultCache
 from workflows.context import digest, fit_context
 from workflows.messages import ContextMessage, LLMTurnInput, ToolCall, ToolOutcome
 
 SYSTEM = ContextMessage(role="system", content="be brief")
+RUN = CallingRun("wf", "run")
 
 
-def turn_input(history: list[ContextMessage], user: str, run_id: str = "run") -> LLMTurnInput:
+def in_run(run_id: str) -> CallingRun:
+    return CallingRun(RUN.workflow_id, run_id)
+
+
+def turn_input(history: list[ContextMessage], user: str) -> LLMTurnInput:
     return LLMTurnInput(
-        workflow_id="wf",
-        run_id=run_id,
         turn=len(history) // 2 + 1,
         upto_seq=len(history) + 1,
         model="scripted/echo",
@@ -42,14 +46,14 @@ def test_cache_hits_match_the_query_over_a_long_random_conversation() -> None:
         user = "u" * rng.randint(1, 120)
         turn = turn_input(history, user)
         add(history, ContextMessage(role="user", content=user))
-        context = cache.context_for(turn, max_chars)
+        context = cache.context_for(RUN, turn, max_chars)
         if context is None:
             context = queried(history, max_chars)
         else:
             hits += 1
         assert context == queried(history, max_chars)
         reply = "a" * rng.randint(1, 200)
-        cache.remember(turn, context, reply, max_chars=max_chars)
+        cache.remember(RUN, turn, context, reply, max_chars=max_chars)
         add(history, ContextMessage(role="assistant", content=reply))
     assert hits == 200  # not one turn needed the query
 
@@ -58,31 +62,31 @@ def test_a_different_reply_in_history_is_a_miss() -> None:
     cache = ContextCache(max_sessions=10)
     first = turn_input([], "hi")
     cache.remember(
-        first, [SYSTEM, ContextMessage(role="user", content="hi")], "reply A", max_chars=1000
+        RUN, first, [SYSTEM, ContextMessage(role="user", content="hi")], "reply A", max_chars=1000
     )
     # A retry elsewhere produced "reply B", which is what history holds.
     history = [
         ContextMessage(role="user", content="hi"),
         ContextMessage(role="assistant", content="reply B"),
     ]
-    assert cache.context_for(turn_input(history, "next"), 1000) is None
+    assert cache.context_for(RUN, turn_input(history, "next"), 1000) is None
     history[1] = ContextMessage(role="assistant", content="reply A")
-    assert cache.context_for(turn_input(history, "next"), 1000) is not None
-    assert cache.context_for(turn_input(history, "next", run_id="other-run"), 1000) is None
+    assert cache.context_for(RUN, turn_input(history, "next"), 1000) is not None
+    assert cache.context_for(in_run("other-run"), turn_input(history, "next"), 1000) is None
 
 
 def test_failures_and_gaps_miss_and_the_cache_is_bounded() -> None:
     cache = ContextCache(max_sessions=2)
     base = [ContextMessage(role="user", content="x")]
     for run in ("r1", "r2", "r3"):
-        cache.remember(turn_input([], "x", run_id=run), base, "y", max_chars=1000)
+        cache.remember(in_run(run), turn_input([], "x"), base, "y", max_chars=1000)
     history = [*base, ContextMessage(role="assistant", content="y")]
-    assert cache.context_for(turn_input(history, "z", run_id="r1"), 1000) is None  # evicted
-    assert cache.context_for(turn_input(history, "z", run_id="r3"), 1000) is not None
-    cache.forget(turn_input(history, "z", run_id="r3"))
-    assert cache.context_for(turn_input(history, "z", run_id="r3"), 1000) is None
+    assert cache.context_for(in_run("r1"), turn_input(history, "z"), 1000) is None  # evicted
+    assert cache.context_for(in_run("r3"), turn_input(history, "z"), 1000) is not None
+    cache.forget(in_run("r3"))
+    assert cache.context_for(in_run("r3"), turn_input(history, "z"), 1000) is None
     skipped = [*history, ContextMessage(role="user", content="failed turn")]
-    assert cache.context_for(turn_input(skipped, "z", run_id="r2"), 1000) is None
+    assert cache.context_for(in_run("r2"), turn_input(skipped, "z"), 1000) is None
 
 
 def test_a_tool_call_is_never_separated_from_its_results() -> None:
@@ -120,7 +124,7 @@ def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
         add(history, ContextMessage(role="user", content=user))
         rounds = rng.randint(0, 2)  # tool rounds before the answer
         for step in range(1, rounds + 2):
-            context = cache.context_for(turn, max_chars)
+            context = cache.context_for(RUN, turn, max_chars)
             model_calls += 1
             if context is None:
                 context = queried(history, max_chars)
@@ -132,11 +136,11 @@ def test_tool_rounds_hit_the_cache_and_match_the_query() -> None:
                 for i in range(rng.randint(1, 3) if step <= rounds else 0)
             ]
             reply = "a" * rng.randint(0 if calls else 1, 60)
-            cache.remember(turn, context, reply, calls, max_chars=max_chars)
+            cache.remember(RUN, turn, context, reply, calls, max_chars=max_chars)
             add(history, ContextMessage(role="assistant", content=reply, tool_calls=calls))
             for call in calls:
                 outcome = ToolOutcome(content="r" * rng.randint(1, 90), is_error=rng.random() < 0.2)
-                results.put(turn.workflow_id, turn_number, call.id, outcome)
+                results.put(RUN.workflow_id, turn_number, call.id, outcome)
                 add(
                     history,
                     ContextMessage(
@@ -165,14 +169,19 @@ def test_a_tool_result_this_worker_did_not_produce_is_a_miss() -> None:
     first = turn_input([], "add")
     call = ToolCall(id="c1", name="calculate", arguments="{}")
     cache.remember(
-        first, [SYSTEM, ContextMessage(role="user", content="add")], "", [call], max_chars=1000
+        RUN,
+        first,
+        [SYSTEM, ContextMessage(role="user", content="add")],
+        "",
+        [call],
+        max_chars=1000,
     )
     after = first.model_copy(
         update={"step": 2, "upto_seq": 3, "user_message": "", "result_digests": [digest("2")]}
     )
-    assert cache.context_for(after, 1000) is None  # ran on another worker
-    results.put("wf", first.turn, "c1", ToolOutcome(content="3"))
-    assert cache.context_for(after, 1000) is None  # history says "2": not what this worker saw
-    results.put("wf", first.turn, "c1", ToolOutcome(content="2"))
-    hit = cache.context_for(after, 1000)
+    assert cache.context_for(RUN, after, 1000) is None  # ran on another worker
+    results.put(RUN.workflow_id, first.turn, "c1", ToolOutcome(content="3"))
+    assert cache.context_for(RUN, after, 1000) is None  # history says "2": not what this worker saw
+    results.put(RUN.workflow_id, first.turn, "c1", ToolOutcome(content="2"))
+    hit = cache.context_for(RUN, after, 1000)
     assert hit is not None and [m.role for m in hit] == ["system", "user", "assistant", "tool"]

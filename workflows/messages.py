@@ -5,6 +5,7 @@ Fields are only ever added (with defaults), never renamed, so running sessions k
 """
 
 from datetime import datetime
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import (
@@ -46,21 +47,15 @@ class Compact(BaseModel):
         return data
 
 
-# Each Compact model's optional fields and their defaults, worked out once per class: this
-# runs for every payload a turn writes, and again for each one when a session is replayed.
-_COMPACT_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {}
-
-
+@cache
 def _defaults_of(model: type[BaseModel]) -> dict[str, Any]:
-    found = _COMPACT_DEFAULTS.get(model)
-    if found is None:
-        found = {
-            name: field.get_default(call_default_factory=True)
-            for name, field in model.model_fields.items()
-            if not field.is_required()
-        }
-        _COMPACT_DEFAULTS[model] = found
-    return found
+    """A Compact model's optional fields and their defaults, worked out once per class: this
+    runs for every payload a turn writes, and again for each one when a session is replayed."""
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    }
 
 
 class Usage(BaseModel):
@@ -443,15 +438,10 @@ class LLMTurnInput(Compact):
 
     Passing the whole transcript into every turn would make history grow with the square of
     the number of turns. The worker keeps recent transcripts in memory (activities/
-    context_cache.py) and reads the rest by query when its copy is missing or stale.
+    context_cache.py) and reads the rest by query when its copy is missing or stale. The
+    session's workflow and run ids are the activity's own (`activities/caller.py`).
     """
 
-    workflow_id: str = Field(
-        default="",
-        description="Left out by the workflow (every turn's history would repeat it): the "
-        "activity fills it in from its own info.",
-    )
-    run_id: str = Field(default="", description="Filled in like `workflow_id`.")
     turn: int
     upto_seq: int
     model: str

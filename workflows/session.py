@@ -182,7 +182,6 @@ class ChatSessionWorkflow:
         self._compact_upto: int | None = None  # set when messages up to it should be summarised
         self._compaction: asyncio.Task[Summary | None] | None = None  # running beside turns
         self._no_compaction_before = 0  # the turn after which compaction may be tried again
-        self._status_attribute: str | None = None  # ChatStatus as this run last saw it
         self._last_turn_usage: Usage | None = None
         self._importing = inp.importing
         self._imported_chars = 0  # in this run
@@ -1117,12 +1116,10 @@ class ChatSessionWorkflow:
         """The state, and the `ChatStatus` search attribute when it changes (a continued run
         inherits its predecessor's, so a run that starts as it ended writes nothing)."""
         self._state = state
-        if self._status_attribute is None:
-            self._status_attribute = workflow.info().typed_search_attributes.get(STATUS_ATTRIBUTE)
-        if state == self._status_attribute and workflow.patched(HISTORY_TRIM_PATCH):
+        current = workflow.info().typed_search_attributes.get(STATUS_ATTRIBUTE)  # upserts too
+        if state == current and workflow.patched(HISTORY_TRIM_PATCH):
             return
         workflow.upsert_search_attributes([STATUS_ATTRIBUTE.value_set(state)])
-        self._status_attribute = state
 
     def _status(self) -> SessionStatus:
         return SessionStatus(
